@@ -1,0 +1,426 @@
+//! [`SpanBatchBuilder`]: decoded spans in, Arrow `RecordBatch` out.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
+    StructBuilder, TimestampNanosecondBuilder,
+};
+
+use crate::ids::hex_lower;
+use crate::schema::{Source, SpanKind, StatusCode, event_fields, link_fields, spans_schema};
+
+/// The type of a non-string attribute value; see the crate docs for the renderings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttrType {
+    String,
+    Int,
+    Double,
+    Bool,
+    Bytes,
+    Array,
+    KvList,
+}
+
+impl AttrType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttrType::String => "string",
+            AttrType::Int => "int",
+            AttrType::Double => "double",
+            AttrType::Bool => "bool",
+            AttrType::Bytes => "bytes",
+            AttrType::Array => "array",
+            AttrType::KvList => "kvlist",
+        }
+    }
+}
+
+/// One attribute, its value already rendered as text (see the crate docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attr<'a> {
+    pub key: Cow<'a, str>,
+    pub value: Cow<'a, str>,
+    pub ty: AttrType,
+}
+
+impl<'a> Attr<'a> {
+    pub fn string(key: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) -> Self {
+        Attr {
+            key: key.into(),
+            value: value.into(),
+            ty: AttrType::String,
+        }
+    }
+
+    pub fn typed(
+        key: impl Into<Cow<'a, str>>,
+        value: impl Into<Cow<'a, str>>,
+        ty: AttrType,
+    ) -> Self {
+        Attr {
+            key: key.into(),
+            value: value.into(),
+            ty,
+        }
+    }
+}
+
+/// A span event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord<'a> {
+    pub time_ns: i64,
+    pub name: Cow<'a, str>,
+    pub attributes: Vec<Attr<'a>>,
+}
+
+/// A link to another span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkRecord<'a> {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub trace_state: Option<Cow<'a, str>>,
+    pub attributes: Vec<Attr<'a>>,
+}
+
+/// One span, borrowed from whatever the decoder holds. Ids are already validated.
+#[derive(Debug, Clone)]
+pub struct SpanRecord<'a> {
+    pub project: &'a str,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub trace_state: Option<&'a str>,
+    pub service_name: &'a str,
+    pub name: &'a str,
+    pub kind: SpanKind,
+    pub start_time_ns: i64,
+    pub end_time_ns: i64,
+    pub status_code: StatusCode,
+    pub status_message: Option<&'a str>,
+    pub attributes: &'a [Attr<'a>],
+    pub resource_attributes: &'a [Attr<'a>],
+    pub scope_name: Option<&'a str>,
+    pub scope_version: Option<&'a str>,
+    pub events: &'a [EventRecord<'a>],
+    pub links: &'a [LinkRecord<'a>],
+    pub source: Source,
+}
+
+type AttrMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
+
+fn new_map_builder() -> AttrMapBuilder {
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+}
+
+/// Appends the attributes to the value map and the non-string types to the type map.
+fn append_attrs(values: &mut AttrMapBuilder, types: &mut AttrMapBuilder, attrs: &[Attr<'_>]) {
+    for attr in attrs {
+        values.keys().append_value(&attr.key);
+        values.values().append_value(&attr.value);
+        if attr.ty != AttrType::String {
+            types.keys().append_value(&attr.key);
+            types.values().append_value(attr.ty.as_str());
+        }
+    }
+    values.append(true).expect("map keys and values stay aligned");
+    types.append(true).expect("map keys and values stay aligned");
+}
+
+/// Builds `spans` record batches. Not thread-safe; one per decoder.
+pub struct SpanBatchBuilder {
+    project: StringBuilder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent_span_id: StringBuilder,
+    trace_state: StringBuilder,
+    service_name: StringBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    start_time: TimestampNanosecondBuilder,
+    end_time: TimestampNanosecondBuilder,
+    duration_ns: Int64Builder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    attributes: AttrMapBuilder,
+    attribute_types: AttrMapBuilder,
+    resource_attributes: AttrMapBuilder,
+    resource_attribute_types: AttrMapBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    events: ListBuilder<StructBuilder>,
+    links: ListBuilder<StructBuilder>,
+    source: StringBuilder,
+    hex: String,
+}
+
+impl Default for SpanBatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpanBatchBuilder {
+    pub fn new() -> Self {
+        let ts = || TimestampNanosecondBuilder::new().with_timezone("UTC");
+        let events = StructBuilder::new(
+            event_fields(),
+            vec![
+                Box::new(ts()) as Box<dyn ArrayBuilder>,
+                Box::new(StringBuilder::new()),
+                Box::new(new_map_builder()),
+                Box::new(new_map_builder()),
+            ],
+        );
+        let links = StructBuilder::new(
+            link_fields(),
+            vec![
+                Box::new(StringBuilder::new()) as Box<dyn ArrayBuilder>,
+                Box::new(StringBuilder::new()),
+                Box::new(StringBuilder::new()),
+                Box::new(new_map_builder()),
+                Box::new(new_map_builder()),
+            ],
+        );
+        SpanBatchBuilder {
+            project: StringBuilder::new(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            parent_span_id: StringBuilder::new(),
+            trace_state: StringBuilder::new(),
+            service_name: StringBuilder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            start_time: ts(),
+            end_time: ts(),
+            duration_ns: Int64Builder::new(),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            attributes: new_map_builder(),
+            attribute_types: new_map_builder(),
+            resource_attributes: new_map_builder(),
+            resource_attribute_types: new_map_builder(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            events: ListBuilder::new(events),
+            links: ListBuilder::new(links),
+            source: StringBuilder::new(),
+            hex: String::with_capacity(32),
+        }
+    }
+
+    /// Number of spans appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.project.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn append_hex(hex: &mut String, builder: &mut StringBuilder, bytes: &[u8]) {
+        hex.clear();
+        hex_lower(bytes, hex);
+        builder.append_value(hex.as_str());
+    }
+
+    pub fn append(&mut self, span: &SpanRecord<'_>) {
+        self.project.append_value(span.project);
+        Self::append_hex(&mut self.hex, &mut self.trace_id, &span.trace_id);
+        Self::append_hex(&mut self.hex, &mut self.span_id, &span.span_id);
+        match &span.parent_span_id {
+            Some(parent) => Self::append_hex(&mut self.hex, &mut self.parent_span_id, parent),
+            None => self.parent_span_id.append_null(),
+        }
+        self.trace_state
+            .append_option(span.trace_state.filter(|s| !s.is_empty()));
+        self.service_name.append_value(span.service_name);
+        self.name.append_value(span.name);
+        self.kind.append_value(span.kind.as_str());
+        self.start_time.append_value(span.start_time_ns);
+        self.end_time.append_value(span.end_time_ns);
+        self.duration_ns
+            .append_value(span.end_time_ns.saturating_sub(span.start_time_ns));
+        self.status_code.append_value(span.status_code.as_str());
+        self.status_message
+            .append_option(span.status_message.filter(|s| !s.is_empty()));
+        append_attrs(
+            &mut self.attributes,
+            &mut self.attribute_types,
+            span.attributes,
+        );
+        append_attrs(
+            &mut self.resource_attributes,
+            &mut self.resource_attribute_types,
+            span.resource_attributes,
+        );
+        self.scope_name
+            .append_option(span.scope_name.filter(|s| !s.is_empty()));
+        self.scope_version
+            .append_option(span.scope_version.filter(|s| !s.is_empty()));
+
+        let events = self.events.values();
+        for event in span.events {
+            events
+                .field_builder::<TimestampNanosecondBuilder>(0)
+                .expect("events.time")
+                .append_value(event.time_ns);
+            events
+                .field_builder::<StringBuilder>(1)
+                .expect("events.name")
+                .append_value(&event.name);
+            append_two_maps(events, 2, 3, &event.attributes);
+            events.append(true);
+        }
+        self.events.append(true);
+
+        let links = self.links.values();
+        for link in span.links {
+            let trace_id = link.trace_id;
+            let span_id = link.span_id;
+            Self::append_hex(
+                &mut self.hex,
+                links.field_builder::<StringBuilder>(0).expect("links.trace_id"),
+                &trace_id,
+            );
+            Self::append_hex(
+                &mut self.hex,
+                links.field_builder::<StringBuilder>(1).expect("links.span_id"),
+                &span_id,
+            );
+            links
+                .field_builder::<StringBuilder>(2)
+                .expect("links.trace_state")
+                .append_option(link.trace_state.as_deref().filter(|s| !s.is_empty()));
+            append_two_maps(links, 3, 4, &link.attributes);
+            links.append(true);
+        }
+        self.links.append(true);
+        self.source.append_value(span.source.as_str());
+    }
+
+    /// The batch of everything appended so far; the builder is empty afterwards.
+    pub fn finish(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.project.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.service_name.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.start_time.finish()),
+            Arc::new(self.end_time.finish()),
+            Arc::new(self.duration_ns.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.attribute_types.finish()),
+            Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.resource_attribute_types.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.events.finish()),
+            Arc::new(self.links.finish()),
+            Arc::new(self.source.finish()),
+        ];
+        RecordBatch::try_new(spans_schema(), columns)
+            .expect("SpanBatchBuilder columns match spans_schema()")
+    }
+}
+
+fn append_two_maps(
+    parent: &mut StructBuilder,
+    values_index: usize,
+    types_index: usize,
+    attrs: &[Attr<'_>],
+) {
+    // Two mutable borrows of sibling fields are not possible through
+    // `field_builder`, so fill one map at a time.
+    {
+        let values = parent
+            .field_builder::<AttrMapBuilder>(values_index)
+            .expect("attributes map");
+        for attr in attrs {
+            values.keys().append_value(&attr.key);
+            values.values().append_value(&attr.value);
+        }
+        values.append(true).expect("map keys and values stay aligned");
+    }
+    let types = parent
+        .field_builder::<AttrMapBuilder>(types_index)
+        .expect("attribute_types map");
+    for attr in attrs.iter().filter(|a| a.ty != AttrType::String) {
+        types.keys().append_value(&attr.key);
+        types.values().append_value(attr.ty.as_str());
+    }
+    types.append(true).expect("map keys and values stay aligned");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+
+    fn record<'a>(attrs: &'a [Attr<'a>], events: &'a [EventRecord<'a>], links: &'a [LinkRecord<'a>]) -> SpanRecord<'a> {
+        SpanRecord {
+            project: "p",
+            trace_id: [0xab; 16],
+            span_id: [0xcd; 8],
+            parent_span_id: Some([0x01; 8]),
+            trace_state: Some(""),
+            service_name: "svc",
+            name: "op",
+            kind: SpanKind::Client,
+            start_time_ns: 10,
+            end_time_ns: 35,
+            status_code: StatusCode::Error,
+            status_message: Some("boom"),
+            attributes: attrs,
+            resource_attributes: &[],
+            scope_name: None,
+            scope_version: None,
+            events,
+            links,
+            source: Source::Otlp,
+        }
+    }
+
+    #[test]
+    fn builds_rows_matching_the_schema() {
+        let attrs = [
+            Attr::string("http.route", "/x"),
+            Attr::typed("http.status", "500", AttrType::Int),
+        ];
+        let events = [EventRecord {
+            time_ns: 20,
+            name: "exception".into(),
+            attributes: vec![Attr::typed("n", "1.5", AttrType::Double)],
+        }];
+        let links = [LinkRecord {
+            trace_id: [2; 16],
+            span_id: [3; 8],
+            trace_state: None,
+            attributes: vec![],
+        }];
+        let mut b = SpanBatchBuilder::new();
+        b.append(&record(&attrs, &events, &links));
+        b.append(&record(&[], &[], &[]));
+        let batch = b.finish();
+        assert_eq!(batch.num_rows(), 2);
+        assert!(b.is_empty());
+        let trace = batch.column(1).as_string::<i32>();
+        assert_eq!(trace.value(0), "abababababababababababababababab");
+        assert!(batch.column(4).is_null(0), "empty trace_state is null");
+        let duration = batch.column(10).as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(duration.value(0), 25);
+        let types = batch.column(14).as_map();
+        assert_eq!(types.value(0).len(), 1);
+        assert_eq!(types.value(1).len(), 0);
+        let events = batch.column(19).as_list::<i32>();
+        assert_eq!(events.value(0).len(), 1);
+        assert_eq!(events.value(1).len(), 0);
+    }
+}

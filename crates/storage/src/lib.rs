@@ -1,0 +1,32 @@
+//! LightTrace storage: where an acknowledged span lives until it is Parquet in the lake.
+//!
+//! ```text
+//! Lake::write(batch)
+//!   └─► wal      append + fsync (group commit)          ── durable: now acknowledged
+//!        └─► buffer  per (project, service, hour)         ── visible to queries at once
+//!             └─► flush   sorted Parquet via object_store ── spans/project=…/…/hour=HH/…
+//!                  └─► catalog  atomic commit of the new file; WAL segments trimmed
+//! ```
+//!
+//! [`Lake`] is the handle the server and the query engine hold. [`Lake::snapshot`]
+//! returns a consistent view (buffered batches ∪ catalogued files): each
+//! acknowledged span appears in exactly one of the two, also while a flush commits.
+//!
+//! Stored formats, each with magic bytes, a version and checksums, are documented
+//! in their modules: [`wal`] (segments) and [`catalog`] (log and checkpoints).
+
+mod buffer;
+pub mod catalog;
+mod config;
+mod error;
+mod flush;
+mod lake;
+pub mod partition;
+pub mod trace_filter;
+pub mod wal;
+
+pub use catalog::FileEntry;
+pub use config::{ParquetOptions, StorageConfig, StoreLocation};
+pub use error::{Result, StorageError};
+pub use lake::{BufferedPartition, Lake, LakeSnapshot, LakeStats, WriteReceipt};
+pub use partition::PartitionKey;
