@@ -124,8 +124,12 @@ fn append_attrs(values: &mut AttrMapBuilder, types: &mut AttrMapBuilder, attrs: 
             types.values().append_value(attr.ty.as_str());
         }
     }
-    values.append(true).expect("map keys and values stay aligned");
-    types.append(true).expect("map keys and values stay aligned");
+    values
+        .append(true)
+        .expect("map keys and values stay aligned");
+    types
+        .append(true)
+        .expect("map keys and values stay aligned");
 }
 
 /// Builds `spans` record batches. Not thread-safe; one per decoder.
@@ -281,12 +285,16 @@ impl SpanBatchBuilder {
             let span_id = link.span_id;
             Self::append_hex(
                 &mut self.hex,
-                links.field_builder::<StringBuilder>(0).expect("links.trace_id"),
+                links
+                    .field_builder::<StringBuilder>(0)
+                    .expect("links.trace_id"),
                 &trace_id,
             );
             Self::append_hex(
                 &mut self.hex,
-                links.field_builder::<StringBuilder>(1).expect("links.span_id"),
+                links
+                    .field_builder::<StringBuilder>(1)
+                    .expect("links.span_id"),
                 &span_id,
             );
             links
@@ -347,7 +355,9 @@ fn append_two_maps(
             values.keys().append_value(&attr.key);
             values.values().append_value(&attr.value);
         }
-        values.append(true).expect("map keys and values stay aligned");
+        values
+            .append(true)
+            .expect("map keys and values stay aligned");
     }
     let types = parent
         .field_builder::<AttrMapBuilder>(types_index)
@@ -356,7 +366,9 @@ fn append_two_maps(
         types.keys().append_value(&attr.key);
         types.values().append_value(attr.ty.as_str());
     }
-    types.append(true).expect("map keys and values stay aligned");
+    types
+        .append(true)
+        .expect("map keys and values stay aligned");
 }
 
 #[cfg(test)]
@@ -364,7 +376,11 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
 
-    fn record<'a>(attrs: &'a [Attr<'a>], events: &'a [EventRecord<'a>], links: &'a [LinkRecord<'a>]) -> SpanRecord<'a> {
+    fn record<'a>(
+        attrs: &'a [Attr<'a>],
+        events: &'a [EventRecord<'a>],
+        links: &'a [LinkRecord<'a>],
+    ) -> SpanRecord<'a> {
         SpanRecord {
             project: "p",
             trace_id: [0xab; 16],
@@ -414,7 +430,9 @@ mod tests {
         let trace = batch.column(1).as_string::<i32>();
         assert_eq!(trace.value(0), "abababababababababababababababab");
         assert!(batch.column(4).is_null(0), "empty trace_state is null");
-        let duration = batch.column(10).as_primitive::<arrow::datatypes::Int64Type>();
+        let duration = batch
+            .column(10)
+            .as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(duration.value(0), 25);
         let types = batch.column(14).as_map();
         assert_eq!(types.value(0).len(), 1);

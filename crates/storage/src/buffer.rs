@@ -1,1 +1,99 @@
-//! TODO
+//! In-memory buffers: the acknowledged spans of each partition not yet in a
+//! committed Parquet file.
+//!
+//! A partition's batches are `active` (receiving writes) or `flushing` (being
+//! written to Parquet). Both stay visible to queries until the flush commits; then
+//! the `flushing` batches are dropped in the same critical section that adds the
+//! file to the catalog, so a query sees each span exactly once.
+
+use std::time::Instant;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::TimestampNanosecondType;
+use lighttrace_model::columns;
+
+/// One batch of one partition, from WAL record `seq`.
+#[derive(Debug, Clone)]
+pub(crate) struct Buffered {
+    pub seq: u64,
+    pub batch: RecordBatch,
+    pub bytes: usize,
+    pub min_start_ns: i64,
+    pub max_start_ns: i64,
+}
+
+impl Buffered {
+    pub fn new(seq: u64, batch: RecordBatch) -> Self {
+        let bytes = batch.get_array_memory_size();
+        let (mut min_start_ns, mut max_start_ns) = (i64::MAX, i64::MIN);
+        if let Ok(idx) = batch.schema().index_of(columns::START_TIME)
+            && let Some(starts) = batch
+                .column(idx)
+                .as_primitive_opt::<TimestampNanosecondType>()
+        {
+            for &v in starts.values().iter() {
+                min_start_ns = min_start_ns.min(v);
+                max_start_ns = max_start_ns.max(v);
+            }
+        }
+        Buffered {
+            seq,
+            batch,
+            bytes,
+            min_start_ns,
+            max_start_ns,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PartitionBuffer {
+    pub active: Vec<Buffered>,
+    pub flushing: Vec<Buffered>,
+    pub oldest_active: Option<Instant>,
+}
+
+impl PartitionBuffer {
+    pub fn push(&mut self, item: Buffered) {
+        if self.active.is_empty() {
+            self.oldest_active = Some(Instant::now());
+        }
+        self.active.push(item);
+    }
+
+    pub fn active_bytes(&self) -> usize {
+        self.active.iter().map(|b| b.bytes).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty() && self.flushing.is_empty()
+    }
+
+    /// Lowest WAL sequence still only in memory.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.flushing
+            .iter()
+            .chain(self.active.iter())
+            .map(|b| b.seq)
+            .min()
+    }
+
+    /// Moves the active batches to `flushing`; returns them.
+    pub fn start_flush(&mut self) -> Vec<Buffered> {
+        debug_assert!(self.flushing.is_empty());
+        self.flushing = std::mem::take(&mut self.active);
+        self.oldest_active = None;
+        self.flushing.clone()
+    }
+
+    /// A failed flush: the batches go back in front of newer ones (sequence order).
+    pub fn abort_flush(&mut self) {
+        let mut flushing = std::mem::take(&mut self.flushing);
+        if flushing.is_empty() {
+            return;
+        }
+        flushing.append(&mut self.active);
+        self.active = flushing;
+        self.oldest_active = Some(Instant::now());
+    }
+}

