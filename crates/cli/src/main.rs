@@ -1,1 +1,104 @@
-fn main() {}
+//! `lighttrace`: the one binary.
+//!
+//! * `lighttrace serve`: the server (OTLP/HTTP receiver, SQL API) over a lake;
+//!   see [`settings`] for its flags, `LIGHTTRACE_*` variables and TOML file.
+//! * `lighttrace sql "SELECT …"`: asks a running server (`--server`), or reads a
+//!   data directory directly (`--data`); prints a table, JSON or CSV.
+//! * `lighttrace gen`: generates realistic traces from a service topology and
+//!   sends them to a server (`--target`) or writes them into a lake (`--data`).
+//!
+//! Exit codes: 0 on success, 1 on an error (the message goes to stderr), 2 on a
+//! usage error.
+
+mod r#gen;
+mod gen_data;
+mod output;
+mod serve;
+mod settings;
+mod sql;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// LightTrace: a columnar trace database. Spans in over OpenTelemetry, Parquet
+/// on disk or object storage, SQL out.
+#[derive(Parser, Debug)]
+#[command(name = "lighttrace", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: OTLP/HTTP on /v1/traces, SQL on /api/v1/sql.
+    Serve(settings::ServeArgs),
+    /// Run one SQL query against a server or a data directory and print the result.
+    Sql(sql::SqlArgs),
+    /// Generate traces from a service topology into a server or a data directory.
+    Gen(r#gen::GenArgs),
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    if let Some(("sql", sql_matches)) = matches.subcommand() {
+        use clap::parser::ValueSource;
+        let explicit = |id: &str| sql_matches.value_source(id) == Some(ValueSource::CommandLine);
+        if explicit("server") && explicit("data") {
+            let mut command = Cli::command();
+            command.build();
+            if let Some(sql) = command.find_subcommand_mut("sql") {
+                sql.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--server and --data exclude each other: ask a server, or read a data directory",
+                )
+                .exit();
+            }
+        }
+    }
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Sql(args) => {
+            quiet_logging();
+            sql::run(args)
+        }
+        Command::Gen(args) => {
+            quiet_logging();
+            run_gen(args)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Warnings and errors only, unless RUST_LOG says otherwise: stdout and stderr
+/// belong to the command's own output.
+fn quiet_logging() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    // A bad RUST_LOG is not worth failing a query for.
+    let _ = serve::init_logging(Some(&filter), settings::LogFormat::Text)
+        .or_else(|_| serve::init_logging(Some("warn"), settings::LogFormat::Text));
+}
+
+fn run_gen(args: r#gen::GenArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)?;
+    runtime.block_on(async move {
+        match args.data.clone() {
+            Some(data) => gen_data::write(&args, &data).await,
+            None => r#gen::run(args).await.map(drop),
+        }
+    })
+}

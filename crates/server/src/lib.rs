@@ -1,1 +1,191 @@
-//! placeholder
+//! LightTrace's HTTP server: the OTLP/HTTP receiver and the SQL API, on one port.
+//!
+//! This crate sits between the network and the rest of the data path: a request
+//! body is decoded by `lighttrace-ingest`, written by `lighttrace-storage` (durable
+//! and visible before the response), and queried through `lighttrace-query`.
+//!
+//! # Routes
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/traces` | OTLP/HTTP traces: `application/x-protobuf` or `application/json`, gzip or identity. Answers an `ExportTraceServiceResponse` in the request's encoding, with `partialSuccess` when some spans were rejected. Errors carry a `google.rpc.Status`. |
+//! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
+//! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
+//!
+//! Requests are for the project [`DEFAULT_PROJECT`] until authentication exists:
+//! spans are written to it and SQL reads only it.
+//!
+//! # Status codes
+//!
+//! [`ApiError`] is the one place that maps errors to status codes; its module
+//! docs have the table. In short: 400 bad data or SQL, 413 over a size limit, 415
+//! unsupported `Content-Type`/`Content-Encoding`, 422 query over its memory limit,
+//! 503 with `Retry-After` on overload, 504 query over its time limit, 500 with a
+//! generic body for everything else (the cause is logged).
+//!
+//! # Overload
+//!
+//! Ingest never queues without bound: at most
+//! [`ServerConfig::max_inflight_ingest`] requests hold a body at once (the next is
+//! answered 503 at once), a body must arrive within
+//! [`ServerConfig::body_read_timeout`], and the storage answers `Overloaded` when
+//! its buffers are full. All three become 503 with `Retry-After`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run(lake: std::sync::Arc<lighttrace_storage::Lake>,
+//! #              query: std::sync::Arc<lighttrace_query::QueryEngine>) -> std::io::Result<()> {
+//! use lighttrace_server::{AppState, ServerConfig, serve};
+//! let state = AppState { lake, query, config: ServerConfig::default() };
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4318").await?;
+//! serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use lighttrace_query::QueryEngine;
+use lighttrace_storage::Lake;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+mod body;
+pub mod encode;
+mod error;
+mod otlp;
+mod sql;
+
+pub use encode::ARROW_STREAM_CONTENT_TYPE;
+pub use error::ApiError;
+
+/// The project of every request until authentication exists.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// Limits of the HTTP server. The defaults suit a laptop.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body on the wire, before decompression (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest OTLP body after decompression; enforced while inflating, so a gzip
+    /// bomb stops at this size (413 beyond).
+    pub max_decompressed_bytes: usize,
+    /// Ingest requests handled at once; the next one is answered 503 at once.
+    /// Together with the two size limits this bounds the memory ingest holds.
+    pub max_inflight_ingest: usize,
+    /// A request body must have fully arrived within this time (503 otherwise).
+    pub body_read_timeout: Duration,
+    /// `Retry-After` sent with the server's own overload answers (in-flight
+    /// limit, slow body). Storage overload sends the storage's own delay.
+    pub overload_retry_after: Duration,
+    /// Largest `POST /api/v1/sql` body.
+    pub max_sql_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 20,
+            max_inflight_ingest: 32,
+            body_read_timeout: Duration::from_secs(30),
+            overload_retry_after: Duration::from_secs(1),
+            max_sql_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where ingested spans are written.
+    pub lake: Arc<Lake>,
+    /// Runs the SQL API's queries (on its own runtime).
+    pub query: Arc<QueryEngine>,
+    /// Limits.
+    pub config: ServerConfig,
+}
+
+/// [`AppState`] plus what [`app`] derives from it.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub state: AppState,
+    pub ingest_permits: Arc<Semaphore>,
+}
+
+/// The router with every route, request tracing and panic recovery. Tests call
+/// it with `tower::ServiceExt::oneshot`; [`serve`] runs it on a listener.
+pub fn app(state: AppState) -> Router {
+    let shared = Shared {
+        ingest_permits: Arc::new(Semaphore::new(state.config.max_inflight_ingest.max(1))),
+        state,
+    };
+    Router::new()
+        .route("/v1/traces", post(otlp::export_traces))
+        .route("/api/v1/sql", post(sql::run_sql))
+        .route("/health", get(health))
+        .route("/ready", get(health))
+        .fallback(not_found)
+        .with_state(shared)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // 5xx: overload is expected under load, and internal errors are
+                // logged with their cause where they happen.
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes; then stops accepting
+/// connections and waits for the requests in flight to finish.
+///
+/// The lake is not shut down here: the caller does that after this returns, so
+/// that every acknowledged request has finished writing first.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        // Small OTLP requests and responses should not wait for Nagle's algorithm.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    ApiError::internal("request handler panicked", detail).into_response()
+}

@@ -1,0 +1,500 @@
+//! OTLP traces (protobuf or JSON) into a `spans` batch, and the export response.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use lighttrace_model::{
+    Attr, EventRecord, IdError, LinkRecord, Source, SpanBatchBuilder, SpanId, SpanKind, SpanRecord,
+    StatusCode, TraceId,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+
+use crate::attributes::{PendingAttr, recycle_attrs, render_attributes, resolve};
+use crate::{DecodedSpans, IngestError, OtlpEncoding};
+
+/// The `service_name` of spans whose resource has no `service.name`.
+const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// Rejection reasons spelled out in [`DecodedSpans::rejection_message`]; the
+/// rest are only counted.
+const MAX_LISTED_REJECTIONS: usize = 5;
+
+/// Bounds on the text a request may expand to in the batch (resource attributes
+/// are copied onto every span, so a small body can expand a lot). The upper
+/// bound also keeps every Arrow string column far below its 2 GiB offset limit.
+const MIN_EXPANSION_BUDGET: usize = 64 << 20;
+const MAX_EXPANSION_BUDGET: usize = 1 << 30;
+const EXPANSION_FACTOR: usize = 16;
+
+/// Fixed-width columns and ids of one span, counted against the budget.
+const SPAN_OVERHEAD_BYTES: usize = 128;
+
+/// Decodes an OTLP `ExportTraceServiceRequest` into a `spans` batch.
+///
+/// `body` must already be decompressed (see [`crate::decompress`]). Spans that
+/// fail validation are counted in [`DecodedSpans::rejected`] and left out; the
+/// call only fails when the body as a whole is unusable (not OTLP, or a
+/// hostile payload such as attribute values nested deeper than 16 levels).
+pub fn decode_otlp_traces(
+    body: &[u8],
+    encoding: OtlpEncoding,
+    project: &str,
+) -> Result<DecodedSpans, IngestError> {
+    let request = match encoding {
+        OtlpEncoding::Protobuf => ExportTraceServiceRequest::decode(body)
+            .map_err(|e| IngestError::Malformed(format!("invalid OTLP protobuf: {e}")))?,
+        OtlpEncoding::Json => parse_json(body)?,
+    };
+    let budget = body
+        .len()
+        .saturating_mul(EXPANSION_FACTOR)
+        .clamp(MIN_EXPANSION_BUDGET, MAX_EXPANSION_BUDGET);
+    append_request(&request, project, budget)
+}
+
+fn parse_json(body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(IngestError::Malformed(
+                "invalid OTLP JSON: the body is empty".to_string(),
+            ));
+        }
+        // serde would also read a struct from a JSON array, by field position.
+        Some(b) if *b != b'{' => {
+            return Err(IngestError::Malformed(
+                "invalid OTLP JSON: expected an ExportTraceServiceRequest object".to_string(),
+            ));
+        }
+        Some(_) => {}
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let full = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let message = full.strip_suffix(&position).unwrap_or(&full);
+        if e.line() == 0 {
+            IngestError::Malformed(format!("invalid OTLP JSON: {message}"))
+        } else {
+            IngestError::Malformed(format!(
+                "invalid OTLP JSON at line {} column {}: {message}",
+                e.line(),
+                e.column()
+            ))
+        }
+    })
+}
+
+/// The ExportTraceServiceResponse for a request, in the request's encoding.
+///
+/// `partial_success` is set only when spans were rejected, as the OTLP
+/// specification asks; a full success is an empty message (`{}` in JSON).
+pub fn encode_traces_response(
+    encoding: OtlpEncoding,
+    rejected: usize,
+    message: Option<&str>,
+) -> Vec<u8> {
+    let response = ExportTraceServiceResponse {
+        partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+            error_message: message.unwrap_or_default().to_string(),
+        }),
+    };
+    match encoding {
+        OtlpEncoding::Protobuf => response.encode_to_vec(),
+        OtlpEncoding::Json => match &response.partial_success {
+            // The derived serializer would write `{"partialSuccess":null}`.
+            None => b"{}".to_vec(),
+            // Serializing plain integers and strings to a Vec cannot fail.
+            Some(_) => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
+        },
+    }
+}
+
+/// Why one span was left out.
+#[derive(Debug)]
+enum Rejection {
+    Id(IdError),
+    ParentSpanIdLength(usize),
+    StartTimeZero,
+    TimeOutOfRange(&'static str, u64),
+    EndBeforeStart { start: u64, end: u64 },
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Id(e) => e.fmt(f),
+            Rejection::ParentSpanIdLength(got) => {
+                write!(f, "parent span id must be empty or 8 bytes, got {got}")
+            }
+            Rejection::StartTimeZero => f.write_str("start time is 0"),
+            Rejection::TimeOutOfRange(what, value) => {
+                write!(f, "{what} time {value} is after the year 2262")
+            }
+            Rejection::EndBeforeStart { start, end } => {
+                write!(f, "end time {end} is before start time {start}")
+            }
+        }
+    }
+}
+
+/// The checked identity and timing of a span.
+struct ValidSpan {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_span_id: Option<[u8; 8]>,
+    start_time_ns: i64,
+    end_time_ns: i64,
+}
+
+fn validate(span: &Span) -> Result<ValidSpan, Rejection> {
+    let trace_id = TraceId::from_bytes(&span.trace_id)
+        .map_err(Rejection::Id)?
+        .0;
+    let span_id = SpanId::from_bytes(&span.span_id).map_err(Rejection::Id)?.0;
+    let parent_span_id = match span.parent_span_id.len() {
+        0 => None,
+        8 => SpanId::from_bytes(&span.parent_span_id).ok().map(|id| id.0),
+        got => return Err(Rejection::ParentSpanIdLength(got)),
+    };
+    let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+    if start == 0 {
+        return Err(Rejection::StartTimeZero);
+    }
+    if end < start {
+        return Err(Rejection::EndBeforeStart { start, end });
+    }
+    let start_time_ns =
+        i64::try_from(start).map_err(|_| Rejection::TimeOutOfRange("start", start))?;
+    let end_time_ns = i64::try_from(end).map_err(|_| Rejection::TimeOutOfRange("end", end))?;
+    Ok(ValidSpan {
+        trace_id,
+        span_id,
+        parent_span_id,
+        start_time_ns,
+        end_time_ns,
+    })
+}
+
+/// Counts rejected spans and spells out the first few.
+#[derive(Default)]
+struct Rejections {
+    count: usize,
+    listed: String,
+}
+
+impl Rejections {
+    fn add(&mut self, resource: usize, scope: usize, span: usize, why: &Rejection) {
+        use fmt::Write as _;
+        self.count += 1;
+        if self.count <= MAX_LISTED_REJECTIONS {
+            if !self.listed.is_empty() {
+                self.listed.push_str("; ");
+            }
+            let _ = write!(
+                self.listed,
+                "span {span} of scope {scope} of resource {resource}: {why}"
+            );
+        }
+    }
+
+    fn message(&self) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        let spans = if self.count == 1 { "span" } else { "spans" };
+        let unlisted = self.count.saturating_sub(MAX_LISTED_REJECTIONS);
+        let more = if unlisted > 0 {
+            format!("; and {unlisted} more")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "{} {spans} rejected: {}{more}",
+            self.count, self.listed
+        ))
+    }
+}
+
+/// An event whose attributes are `pending[attributes]`.
+struct PendingEvent<'r> {
+    time_ns: i64,
+    name: &'r str,
+    attributes: Range<usize>,
+}
+
+/// A valid link whose attributes are `pending[attributes]`.
+struct PendingLink<'r> {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    trace_state: &'r str,
+    attributes: Range<usize>,
+}
+
+/// Reusable buffers, so that appending a span allocates nothing once they have
+/// grown to the request's largest span. Vectors of borrowed records are kept
+/// empty between spans (their lifetime is then irrelevant, see
+/// [`recycle_attrs`]).
+#[derive(Default)]
+struct Scratch<'r> {
+    /// Rendered non-string values of the current span, its events and links.
+    text: String,
+    /// Attributes of the span, then of each event and link.
+    pending: Vec<PendingAttr<'r>>,
+    /// How many of `pending` belong to the span itself.
+    span_attribute_count: usize,
+    events: Vec<PendingEvent<'r>>,
+    links: Vec<PendingLink<'r>>,
+    span_attrs: Vec<Attr<'static>>,
+    event_records: Vec<EventRecord<'static>>,
+    link_records: Vec<LinkRecord<'static>>,
+    /// Attribute vectors of events and links, which `EventRecord` / `LinkRecord` own.
+    attr_pool: Vec<Vec<Attr<'static>>>,
+}
+
+fn recycle_events<'b>(mut events: Vec<EventRecord<'_>>) -> Vec<EventRecord<'b>> {
+    events.clear();
+    events.into_iter().map(|_| unreachable!("cleared above")).collect()
+}
+
+fn recycle_links<'b>(mut links: Vec<LinkRecord<'_>>) -> Vec<LinkRecord<'b>> {
+    links.clear();
+    links.into_iter().map(|_| unreachable!("cleared above")).collect()
+}
+
+fn nested_too_deep(e: crate::attributes::NestedTooDeep) -> IngestError {
+    IngestError::Malformed(e.to_string())
+}
+
+fn append_request(
+    request: &ExportTraceServiceRequest,
+    project: &str,
+    budget: usize,
+) -> Result<DecodedSpans, IngestError> {
+    let mut builder = SpanBatchBuilder::new();
+    let mut rejections = Rejections::default();
+    let mut accepted = 0usize;
+    let mut expanded_bytes = 0usize;
+    let mut scratch = Scratch::default();
+    let mut resource_text = String::new();
+    let mut resource_pending: Vec<PendingAttr<'_>> = Vec::new();
+    let mut resource_attrs_store: Vec<Attr<'static>> = Vec::new();
+
+    for (resource_index, resource_spans) in request.resource_spans.iter().enumerate() {
+        let resource_kvs = resource_spans
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        resource_text.clear();
+        resource_pending.clear();
+        render_attributes(resource_kvs, &mut resource_text, &mut resource_pending)
+            .map_err(nested_too_deep)?;
+        let resource_bytes: usize = resource_pending.iter().map(PendingAttr::text_len).sum();
+        let service_name = resource_kvs
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
+                _ => None,
+            })
+            .unwrap_or(UNKNOWN_SERVICE);
+        let mut resource_attrs = recycle_attrs(std::mem::take(&mut resource_attrs_store));
+        resolve(&resource_pending, &resource_text, &mut resource_attrs);
+
+        for (scope_index, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
+            let scope = scope_spans.scope.as_ref();
+            let scope_name = scope.map(|s| s.name.as_str());
+            let scope_version = scope.map(|s| s.version.as_str());
+            for (span_index, span) in scope_spans.spans.iter().enumerate() {
+                let valid = match validate(span) {
+                    Ok(valid) => valid,
+                    Err(why) => {
+                        rejections.add(resource_index, scope_index, span_index, &why);
+                        continue;
+                    }
+                };
+                let span_bytes = render_span(span, &mut scratch)?;
+                expanded_bytes = expanded_bytes
+                    .saturating_add(resource_bytes)
+                    .saturating_add(span_bytes);
+                if expanded_bytes > budget {
+                    return Err(IngestError::Malformed(format!(
+                        "request expands to more than {budget} bytes of span data \
+                         (resource attributes are repeated on every span); send smaller batches"
+                    )));
+                }
+                append_span(
+                    &mut builder,
+                    &mut scratch,
+                    &SpanContext {
+                        project,
+                        service_name,
+                        resource_attributes: &resource_attrs,
+                        scope_name,
+                        scope_version,
+                    },
+                    span,
+                    &valid,
+                );
+                accepted += 1;
+            }
+        }
+        resource_attrs_store = recycle_attrs(resource_attrs);
+    }
+
+    Ok(DecodedSpans {
+        batch: builder.finish(),
+        accepted,
+        rejected: rejections.count,
+        rejection_message: rejections.message(),
+    })
+}
+
+/// Renders the attributes of a span, its events and its valid links into
+/// `scratch`; returns the bytes of text they add to the batch.
+fn render_span<'r>(span: &'r Span, scratch: &mut Scratch<'r>) -> Result<usize, IngestError> {
+    scratch.text.clear();
+    scratch.pending.clear();
+    scratch.events.clear();
+    scratch.links.clear();
+    let mut bytes = SPAN_OVERHEAD_BYTES
+        + span.name.len()
+        + span.trace_state.len()
+        + span.status.as_ref().map_or(0, |s| s.message.len());
+
+    render_attributes(&span.attributes, &mut scratch.text, &mut scratch.pending)
+        .map_err(nested_too_deep)?;
+    scratch.span_attribute_count = scratch.pending.len();
+    for event in &span.events {
+        let start = scratch.pending.len();
+        render_attributes(&event.attributes, &mut scratch.text, &mut scratch.pending)
+            .map_err(nested_too_deep)?;
+        bytes += SPAN_OVERHEAD_BYTES / 4 + event.name.len();
+        scratch.events.push(PendingEvent {
+            // Times past 2262 do not fit the Arrow timestamp; keep the event.
+            time_ns: i64::try_from(event.time_unix_nano).unwrap_or(i64::MAX),
+            name: &event.name,
+            attributes: start..scratch.pending.len(),
+        });
+    }
+    for link in &span.links {
+        let (Ok(trace_id), Ok(span_id)) = (
+            TraceId::from_bytes(&link.trace_id),
+            SpanId::from_bytes(&link.span_id),
+        ) else {
+            continue;
+        };
+        let start = scratch.pending.len();
+        render_attributes(&link.attributes, &mut scratch.text, &mut scratch.pending)
+            .map_err(nested_too_deep)?;
+        bytes += SPAN_OVERHEAD_BYTES / 2 + link.trace_state.len();
+        scratch.links.push(PendingLink {
+            trace_id: trace_id.0,
+            span_id: span_id.0,
+            trace_state: &link.trace_state,
+            attributes: start..scratch.pending.len(),
+        });
+    }
+    bytes += scratch
+        .pending
+        .iter()
+        .map(PendingAttr::text_len)
+        .sum::<usize>();
+    Ok(bytes)
+}
+
+/// What the spans of one scope share.
+struct SpanContext<'a> {
+    project: &'a str,
+    service_name: &'a str,
+    resource_attributes: &'a [Attr<'a>],
+    scope_name: Option<&'a str>,
+    scope_version: Option<&'a str>,
+}
+
+/// Appends a span rendered by [`render_span`] to `builder`.
+fn append_span(
+    builder: &mut SpanBatchBuilder,
+    scratch: &mut Scratch<'_>,
+    context: &SpanContext<'_>,
+    span: &Span,
+    valid: &ValidSpan,
+) {
+    let text = scratch.text.as_str();
+    let mut attributes = recycle_attrs(std::mem::take(&mut scratch.span_attrs));
+    resolve(
+        &scratch.pending[..scratch.span_attribute_count],
+        text,
+        &mut attributes,
+    );
+
+    let mut events = recycle_events(std::mem::take(&mut scratch.event_records));
+    for event in &scratch.events {
+        let mut event_attrs = recycle_attrs(scratch.attr_pool.pop().unwrap_or_default());
+        resolve(
+            &scratch.pending[event.attributes.clone()],
+            text,
+            &mut event_attrs,
+        );
+        events.push(EventRecord {
+            time_ns: event.time_ns,
+            name: Cow::Borrowed(event.name),
+            attributes: event_attrs,
+        });
+    }
+
+    let mut links = recycle_links(std::mem::take(&mut scratch.link_records));
+    for link in &scratch.links {
+        let mut link_attrs = recycle_attrs(scratch.attr_pool.pop().unwrap_or_default());
+        resolve(
+            &scratch.pending[link.attributes.clone()],
+            text,
+            &mut link_attrs,
+        );
+        links.push(LinkRecord {
+            trace_id: link.trace_id,
+            span_id: link.span_id,
+            trace_state: Some(Cow::Borrowed(link.trace_state)),
+            attributes: link_attrs,
+        });
+    }
+
+    let status = span.status.as_ref();
+    builder.append(&SpanRecord {
+        project: context.project,
+        trace_id: valid.trace_id,
+        span_id: valid.span_id,
+        parent_span_id: valid.parent_span_id,
+        trace_state: Some(&span.trace_state),
+        service_name: context.service_name,
+        name: &span.name,
+        kind: SpanKind::from_otlp(span.kind),
+        start_time_ns: valid.start_time_ns,
+        end_time_ns: valid.end_time_ns,
+        status_code: StatusCode::from_otlp(status.map_or(0, |s| s.code)),
+        status_message: status.map(|s| s.message.as_str()),
+        attributes: &attributes,
+        resource_attributes: context.resource_attributes,
+        scope_name: context.scope_name,
+        scope_version: context.scope_version,
+        events: &events,
+        links: &links,
+        source: Source::Otlp,
+    });
+
+    for event in events.drain(..) {
+        scratch.attr_pool.push(recycle_attrs(event.attributes));
+    }
+    for link in links.drain(..) {
+        scratch.attr_pool.push(recycle_attrs(link.attributes));
+    }
+    scratch.event_records = recycle_events(events);
+    scratch.link_records = recycle_links(links);
+    scratch.span_attrs = recycle_attrs(attributes);
+}

@@ -1,0 +1,266 @@
+//! [`QueryEngine`]: one sandboxed, time- and memory-limited SQL query at a time per call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::Result as DfResult;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::object_store::{ObjectStoreRegistry, ObjectStoreUrl};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
+use lighttrace_storage::Lake;
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::provider::{LAKE_OBJECT_STORE_URL, SpansTableProvider};
+use crate::{ProjectScope, QueryConfig, QueryError, QueryOutput, sandbox};
+
+/// The name users query.
+pub const SPANS_TABLE: &str = "spans";
+
+/// Runs user SQL over the lake.
+///
+/// Each query gets a fresh DataFusion session (its own catalog holding only
+/// `spans` for the caller's [`ProjectScope`], plus `information_schema`) and its
+/// own memory pool of [`QueryConfig::memory_limit_bytes`], with spilling to disk
+/// disabled so that a query over the limit fails cleanly. Planning and execution
+/// run on a tokio runtime owned by the engine, so CPU-heavy queries never occupy
+/// the caller's (network) runtime; the caller only waits, at most
+/// [`QueryConfig::timeout`], and a query past it is cancelled.
+pub struct QueryEngine {
+    lake: Arc<Lake>,
+    config: QueryConfig,
+    runtime: CpuRuntime,
+    /// Shared by every query: the object store registry (the lake only), the
+    /// disabled disk manager, and the Parquet metadata cache.
+    base_env: Arc<RuntimeEnv>,
+}
+
+impl QueryEngine {
+    pub fn new(lake: Arc<Lake>, config: QueryConfig) -> Result<Self, QueryError> {
+        if config.memory_limit_bytes == 0 {
+            return Err(QueryError::Internal(
+                "query memory limit must be above 0 bytes".into(),
+            ));
+        }
+        if config.timeout.is_zero() {
+            return Err(QueryError::Internal(
+                "query time limit must be above 0".into(),
+            ));
+        }
+        let threads = config.target_partitions.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("lighttrace-query")
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("cannot start the query runtime: {e}")))?;
+        let registry = LakeOnlyRegistry::new(lake.object_store())
+            .map_err(|e| QueryError::Internal(e.strip_backtrace()))?;
+        let base_env = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(registry))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.strip_backtrace()))?;
+        Ok(QueryEngine {
+            lake,
+            config,
+            runtime: CpuRuntime(Some(runtime)),
+            base_env,
+        })
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// Runs one read-only statement for `scope` and collects its result.
+    ///
+    /// Must be called from within a tokio runtime (it times the query with
+    /// `tokio::time`). Dropping the returned future cancels the query.
+    pub async fn sql(&self, sql: &str, scope: &ProjectScope) -> Result<QueryOutput, QueryError> {
+        let query = PreparedQuery {
+            sql: sql.to_owned(),
+            scope: scope.clone(),
+            lake: Arc::clone(&self.lake),
+            config: self.config.clone(),
+            base_env: Arc::clone(&self.base_env),
+        };
+        let mut task = AbortOnDrop(self.runtime.handle().spawn(query.run()));
+        match tokio::time::timeout(self.config.timeout, &mut task.0).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) if join.is_panic() => {
+                tracing::error!(error = %join, "query panicked");
+                Err(QueryError::Internal("the query failed unexpectedly".into()))
+            }
+            Ok(Err(join)) => Err(QueryError::Internal(format!("query was cancelled: {join}"))),
+            Err(_elapsed) => Err(QueryError::Timeout(self.config.timeout)),
+            // `task` aborts the query when it goes out of scope here.
+        }
+    }
+
+    /// `EXPLAIN <sql>` as text (the physical plan shows [`SpansScanExec`]'s
+    /// pruning); for tests and for `lighttrace sql --explain`.
+    ///
+    /// [`SpansScanExec`]: crate::SpansScanExec
+    pub async fn explain(&self, sql: &str, scope: &ProjectScope) -> Result<String, QueryError> {
+        let output = self.sql(&format!("EXPLAIN {sql}"), scope).await?;
+        Ok(output.explain_text())
+    }
+}
+
+struct PreparedQuery {
+    sql: String,
+    scope: ProjectScope,
+    lake: Arc<Lake>,
+    config: QueryConfig,
+    base_env: Arc<RuntimeEnv>,
+}
+
+impl PreparedQuery {
+    async fn run(self) -> Result<QueryOutput, QueryError> {
+        let limit = self.config.memory_limit_bytes;
+        let df_error = |e: DataFusionError| QueryError::from_datafusion(e, limit);
+        let ctx = self.session().map_err(df_error)?;
+        let recursion_limit = ctx
+            .state()
+            .config_options()
+            .sql_parser
+            .recursion_limit
+            .get();
+        let statement = sandbox::parse_checked(&self.sql, recursion_limit)?;
+        let state = ctx.state();
+        let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
+        sandbox::verify_plan(&plan)?;
+        let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
+        let schema = physical.schema();
+        // The collected result counts against the query's memory limit too, so
+        // `SELECT * FROM spans` over a large lake fails cleanly instead of
+        // growing the server without bound.
+        let result_memory =
+            MemoryConsumer::new("query result").register(&ctx.runtime_env().memory_pool);
+        let mut stream = execute_stream(physical, ctx.task_ctx()).map_err(df_error)?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_error)?;
+            result_memory
+                .try_grow(batch.get_array_memory_size())
+                .map_err(df_error)?;
+            batches.push(batch);
+        }
+        Ok(QueryOutput { schema, batches })
+    }
+
+    fn session(&self) -> DfResult<SessionContext> {
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.base_env)
+            .with_memory_limit(self.config.memory_limit_bytes, 1.0)
+            .build_arc()?;
+        let config = SessionConfig::new()
+            .with_target_partitions(self.config.target_partitions.max(1))
+            .with_information_schema(true);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            // No `CREATE EXTERNAL TABLE` formats (refused earlier anyway).
+            .with_table_factories(HashMap::new())
+            .build();
+        // URL tables (`SELECT * FROM 'file.parquet'`) stay off: never call
+        // `enable_url_table` here.
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_table(
+            SPANS_TABLE,
+            // One snapshot for the whole query: every scan of `spans` in it
+            // (self-joins, subqueries) sees the same spans.
+            Arc::new(SpansTableProvider::pinned(
+                Arc::clone(&self.lake),
+                self.scope.clone(),
+            )),
+        )?;
+        Ok(ctx)
+    }
+}
+
+/// An object store registry that knows the lake and nothing else: no `file://`,
+/// so no query can reach the local file system through DataFusion.
+#[derive(Debug)]
+struct LakeOnlyRegistry {
+    lake_url: Url,
+    lake: Arc<dyn ObjectStore>,
+}
+
+impl LakeOnlyRegistry {
+    fn new(lake: Arc<dyn ObjectStore>) -> DfResult<Self> {
+        let parsed = ObjectStoreUrl::parse(LAKE_OBJECT_STORE_URL)?;
+        let url: &Url = parsed.as_ref();
+        Ok(LakeOnlyRegistry {
+            lake_url: url.clone(),
+            lake,
+        })
+    }
+
+    fn is_lake(&self, url: &Url) -> bool {
+        url.scheme() == self.lake_url.scheme() && url.host_str() == self.lake_url.host_str()
+    }
+}
+
+impl ObjectStoreRegistry for LakeOnlyRegistry {
+    fn register_store(
+        &self,
+        _url: &Url,
+        _store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        // Fixed at construction; nothing else may be registered.
+        None
+    }
+
+    fn get_store(&self, url: &Url) -> DfResult<Arc<dyn ObjectStore>> {
+        if self.is_lake(url) {
+            Ok(Arc::clone(&self.lake))
+        } else {
+            datafusion::common::plan_err!(
+                "reading files is not allowed: no object store for {}",
+                url.scheme()
+            )
+        }
+    }
+}
+
+/// The engine's own runtime for planning and execution.
+struct CpuRuntime(Option<tokio::runtime::Runtime>);
+
+impl CpuRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives until CpuRuntime is dropped")
+            .handle()
+    }
+}
+
+impl Drop for CpuRuntime {
+    fn drop(&mut self) {
+        // The engine may be dropped inside another runtime, where a blocking
+        // shutdown would panic; running queries are cancelled either way.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Cancels the query when the caller stops waiting (timeout or dropped future).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,358 @@
+//! [`SpansTableProvider`]: the `spans` table = buffered batches ∪ pruned Parquet files.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, Result, project_schema};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use lighttrace_model::{columns, spans_schema};
+use lighttrace_storage::{BufferedPartition, FileEntry, Lake, LakeSnapshot};
+
+use crate::ProjectScope;
+use crate::exec::SpansScanExec;
+use crate::pruning::{PruningStats, ScanConstraints};
+
+/// The URL under which the lake's object store is registered in DataFusion's
+/// `RuntimeEnv`; [`FileEntry::path`] is relative to it.
+pub const LAKE_OBJECT_STORE_URL: &str = "lighttrace://lake/";
+
+/// The `spans` table of one [`ProjectScope`].
+///
+/// Each scan reads one [`Lake::snapshot`], so every acknowledged span is read
+/// exactly once (from its buffer or from its file), also while a flush commits.
+/// [`new`](Self::new) takes a fresh snapshot per scan (for a long-lived
+/// registration); [`pinned`](Self::pinned) takes one when it is created, so that
+/// every scan of one query (both sides of a self-join, subqueries) sees the same
+/// snapshot; the [`QueryEngine`](crate::QueryEngine) pins one per query.
+///
+/// Files and buffered partitions are pruned by the pushed-down filters before
+/// anything is opened. The scope is enforced here, not by rewriting SQL: with
+/// [`ProjectScope::Project`], other projects' files and buffers are never read
+/// (nor counted in `EXPLAIN`), and every row read is filtered by `project` once
+/// more.
+pub struct SpansTableProvider {
+    lake: Arc<Lake>,
+    scope: ProjectScope,
+    pinned: Option<Arc<LakeSnapshot>>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for SpansTableProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpansTableProvider")
+            .field("scope", &self.scope)
+            .field(
+                "pinned_catalog_version",
+                &self.pinned.as_ref().map(|s| s.catalog_version),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpansTableProvider {
+    /// A table that reads a fresh snapshot in every scan.
+    pub fn new(lake: Arc<Lake>, scope: ProjectScope) -> Self {
+        SpansTableProvider {
+            lake,
+            scope,
+            pinned: None,
+            schema: spans_schema(),
+        }
+    }
+
+    /// A table that reads the snapshot taken now in every scan.
+    pub fn pinned(lake: Arc<Lake>, scope: ProjectScope) -> Self {
+        let snapshot = Arc::new(lake.snapshot());
+        SpansTableProvider {
+            pinned: Some(snapshot),
+            ..SpansTableProvider::new(lake, scope)
+        }
+    }
+
+    fn scoped_project(&self) -> Option<&str> {
+        match &self.scope {
+            ProjectScope::All => None,
+            ProjectScope::Project(p) => Some(p.as_str()),
+        }
+    }
+
+    /// Parquet scan of `files`, `projection` over the table schema.
+    fn parquet_exec(
+        &self,
+        state: &dyn Session,
+        files: &[Arc<FileEntry>],
+        projection: Option<Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let url = ObjectStoreUrl::parse(LAKE_OBJECT_STORE_URL)?;
+        let runtime = state.runtime_env();
+        // The engine's runtime has the lake registered already; a session built
+        // by someone else gets it on first use.
+        let store = match runtime.object_store(&url) {
+            Ok(store) => store,
+            Err(_) => {
+                let store = self.lake.object_store();
+                runtime.register_object_store(url.as_ref(), Arc::clone(&store));
+                store
+            }
+        };
+
+        let mut options = state.table_options().parquet.clone();
+        options.global.pruning = true;
+        options.global.enable_page_index = true;
+        options.global.bloom_filter_on_read = true;
+        // Evaluate filters while decoding (late materialization): a trace-id
+        // lookup decodes the other columns only for the matching rows.
+        options.global.pushdown_filters = true;
+        options.global.reorder_filters = true;
+        // The table schema uses Utf8; reading views would only be cast back.
+        options.global.schema_force_view_types = false;
+
+        let reader_factory = CachedParquetFileReaderFactory::new(
+            store,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        // No predicate here: DataFusion's filter pushdown hands the query's
+        // filters (and the scope filter, and dynamic filters of TopK and joins)
+        // to this source through `SpansScanExec`, for row-group, page-index and
+        // bloom-filter pruning and row-level filtering.
+        let source = ParquetSource::new(Arc::clone(&self.schema))
+            .with_table_parquet_options(options)
+            .with_parquet_file_reader_factory(Arc::new(reader_factory));
+        let target = state.config().target_partitions().max(1);
+        let config = FileScanConfigBuilder::new(url, Arc::new(source))
+            .with_file_groups(group_files(files, target))
+            .with_projection_indices(projection)?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+
+    /// Memory scan of the buffered batches, spread over the target partitions.
+    fn buffered_exec(
+        &self,
+        state: &dyn Session,
+        buffered: &[&BufferedPartition],
+        projection: Option<Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let target = state.config().target_partitions().max(1);
+        let batches: Vec<_> = buffered
+            .iter()
+            .flat_map(|b| b.batches.iter())
+            .filter(|batch| batch.num_rows() > 0)
+            .map(|batch| {
+                // Buffers hold batches of the spans schema; field metadata may
+                // differ, which the memory source would reject.
+                if batch.schema() == self.schema {
+                    Ok(batch.clone())
+                } else {
+                    batch
+                        .clone()
+                        .with_schema(Arc::clone(&self.schema))
+                        .map_err(Into::into)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut partitions = vec![Vec::new(); target.min(batches.len()).max(1)];
+        let count = partitions.len();
+        for (i, batch) in batches.into_iter().enumerate() {
+            partitions[i % count].push(batch);
+        }
+        let source =
+            MemorySourceConfig::try_new(&partitions, Arc::clone(&self.schema), projection)?
+                .with_limit(limit);
+        Ok(DataSourceExec::from_data_source(source))
+    }
+}
+
+/// Splits files into at most `target` groups of similar byte size; files of one
+/// partition and hour stay next to each other.
+fn group_files(files: &[Arc<FileEntry>], target: usize) -> Vec<FileGroup> {
+    let mut sorted: Vec<&Arc<FileEntry>> = files.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.partition, a.min_start_ns, &a.path).cmp(&(&b.partition, b.min_start_ns, &b.path))
+    });
+    let groups = target.min(sorted.len());
+    if groups == 0 {
+        return Vec::new();
+    }
+    let total: u64 = sorted.iter().map(|f| f.size_bytes).sum();
+    let per_group = total.div_ceil(groups as u64).max(1);
+    let mut out: Vec<Vec<PartitionedFile>> = vec![Vec::new()];
+    let mut current_bytes = 0u64;
+    for (i, file) in sorted.iter().enumerate() {
+        let remaining_files = sorted.len() - i;
+        let remaining_groups = groups - out.len();
+        // Start a new group when this one is full, or when every remaining
+        // group needs one of the remaining files.
+        let full = current_bytes >= per_group || remaining_files <= remaining_groups;
+        if !out.last().is_some_and(Vec::is_empty) && full && out.len() < groups {
+            out.push(Vec::new());
+            current_bytes = 0;
+        }
+        current_bytes += file.size_bytes;
+        if let Some(group) = out.last_mut() {
+            group.push(partitioned_file(file));
+        }
+    }
+    out.into_iter().map(FileGroup::new).collect()
+}
+
+fn partitioned_file(file: &FileEntry) -> PartitionedFile {
+    let mut partitioned = PartitionedFile::new(file.path.clone(), file.size_bytes);
+    // `PartitionedFile::new` builds the location with `Path::from`, which would
+    // escape the `%` of escaped partition values once more.
+    partitioned.object_meta.location = file.object_path();
+    partitioned
+}
+
+#[async_trait]
+impl TableProvider for SpansTableProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: the scan prunes with them, DataFusion still applies them.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = match &self.pinned {
+            Some(pinned) => Arc::clone(pinned),
+            None => Arc::new(self.lake.snapshot()),
+        };
+        let constraints = ScanConstraints::new(filters, &self.scope);
+        let scoped = self.scoped_project();
+        let in_scope = |project: &str| scoped.is_none_or(|p| p == project);
+
+        let mut pruning = PruningStats::default();
+        let mut files = Vec::new();
+        for file in &snapshot.files {
+            if !in_scope(&file.partition.project) {
+                continue;
+            }
+            let reason = constraints.prune_file(file);
+            pruning.count_file(reason);
+            if reason.is_none() {
+                files.push(Arc::clone(file));
+            }
+        }
+        let mut buffered = Vec::new();
+        for partition in &snapshot.buffered {
+            if !in_scope(&partition.key.project) {
+                continue;
+            }
+            pruning.buffered_total += 1;
+            if constraints.prune_buffered(partition).is_none() {
+                pruning.buffered_scanned += 1;
+                buffered.push(partition);
+            }
+        }
+
+        // With a scope, the `project` column is read even when the query does
+        // not select it, filtered, and projected away again.
+        let project_index = self.schema.index_of(columns::PROJECT)?;
+        let mut inner_projection = projection.cloned();
+        let mut trim_to = None;
+        if scoped.is_some()
+            && let Some(p) = &mut inner_projection
+            && !p.contains(&project_index)
+        {
+            trim_to = Some(p.len());
+            p.push(project_index);
+        }
+        let scope_filter = scoped.map(|p| col(columns::PROJECT).eq(lit(p)));
+        // With the scope filter above the sources, a limit inside them could cut
+        // rows before the filter; the limit moves to the filter instead.
+        let source_limit = if scoped.is_some() { None } else { limit };
+
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !files.is_empty() {
+            inputs.push(self.parquet_exec(
+                state,
+                &files,
+                inner_projection.clone(),
+                source_limit,
+            )?);
+        }
+        if !buffered.is_empty() {
+            inputs.push(self.buffered_exec(
+                state,
+                &buffered,
+                inner_projection.clone(),
+                source_limit,
+            )?);
+        }
+        let inner_schema = project_schema(&self.schema, inner_projection.as_ref())?;
+        let mut plan: Arc<dyn ExecutionPlan> = if inputs.is_empty() {
+            Arc::new(EmptyExec::new(Arc::clone(&inner_schema)))
+        } else {
+            UnionExec::try_new(inputs)?
+        };
+
+        if let Some(filter) = &scope_filter {
+            let df_schema = DFSchema::try_from(Arc::clone(&inner_schema))?;
+            let predicate = state.create_physical_expr(filter.clone(), &df_schema)?;
+            let filtered = FilterExec::try_new(predicate, plan)?;
+            plan = match limit.and_then(|_| filtered.with_fetch(limit)) {
+                Some(limited) => limited,
+                None => Arc::new(filtered),
+            };
+        }
+        if let Some(keep) = trim_to {
+            let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = inner_schema
+                .fields()
+                .iter()
+                .take(keep)
+                .enumerate()
+                .map(|(i, field)| {
+                    (
+                        Arc::new(Column::new(field.name(), i)) as Arc<dyn PhysicalExpr>,
+                        field.name().clone(),
+                    )
+                })
+                .collect();
+            plan = Arc::new(ProjectionExec::try_new(exprs, plan)?);
+        }
+
+        let filters = filters.iter().map(ToString::to_string).collect();
+        Ok(Arc::new(SpansScanExec::new(
+            plan,
+            pruning,
+            filters,
+            scoped.map(str::to_owned),
+        )))
+    }
+}

@@ -1,0 +1,274 @@
+//! Engine behaviour that SQL files cannot express: concurrency with flushes,
+//! the provider outside the engine, error messages, and the engine's lifecycle.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, Int64Array};
+use arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use lighttrace_query::{
+    ProjectScope, QueryConfig, QueryEngine, QueryError, QueryOutput, SpansTableProvider,
+};
+use lighttrace_storage::Lake;
+
+fn config() -> QueryConfig {
+    QueryConfig {
+        memory_limit_bytes: 256 << 20,
+        timeout: Duration::from_secs(60),
+        target_partitions: 2,
+    }
+}
+
+fn single_count(output: &QueryOutput) -> i64 {
+    let batch = output
+        .batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .expect("one row");
+    batch.column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_span_is_counted_once_while_flushes_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(common::storage_config(dir.path()))
+        .await
+        .unwrap();
+    let engine = Arc::new(QueryEngine::new(Arc::clone(&lake), config()).unwrap());
+    let mut expected = 0;
+    for hour in 0..common::HOURS {
+        let batch = common::hour_batch(hour);
+        expected += batch.num_rows() as i64;
+        lake.write(batch).await.unwrap();
+
+        // Flush while queries run: each must see every span exactly once.
+        let flusher = {
+            let lake = Arc::clone(&lake);
+            tokio::spawn(async move { lake.flush_all().await })
+        };
+        for _ in 0..5 {
+            let output = engine
+                .sql("SELECT count(*) FROM spans", &ProjectScope::All)
+                .await
+                .unwrap();
+            assert_eq!(single_count(&output), expected);
+            let distinct = engine
+                .sql(
+                    "SELECT count(DISTINCT span_id) FROM spans",
+                    &ProjectScope::All,
+                )
+                .await
+                .unwrap();
+            assert_eq!(single_count(&distinct), expected);
+        }
+        flusher.await.unwrap().unwrap();
+    }
+    lake.shutdown().await.unwrap();
+}
+
+/// Every scan of one query reads the same snapshot, even while spans arrive
+/// and flushes commit between the scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_scans_of_one_query_see_the_same_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(common::storage_config(dir.path()))
+        .await
+        .unwrap();
+    let engine = QueryEngine::new(Arc::clone(&lake), config()).unwrap();
+    let writer = {
+        let lake = Arc::clone(&lake);
+        tokio::spawn(async move {
+            for n in 0..60u8 {
+                lake.write(common::single_span_batch("acme", "svc", n))
+                    .await
+                    .unwrap();
+                if n % 10 == 9 {
+                    lake.flush_all().await.unwrap();
+                }
+            }
+        })
+    };
+    while !writer.is_finished() {
+        let output = engine
+            .sql(
+                "SELECT (SELECT count(*) FROM spans) - (SELECT count(DISTINCT span_id) FROM spans)",
+                &ProjectScope::All,
+            )
+            .await
+            .unwrap();
+        assert_eq!(single_count(&output), 0);
+    }
+    writer.await.unwrap();
+    let output = engine
+        .sql("SELECT count(*) FROM spans", &ProjectScope::All)
+        .await
+        .unwrap();
+    assert_eq!(single_count(&output), 60);
+    lake.shutdown().await.unwrap();
+}
+
+/// Escaped partition values (`%2F`, `%25` …) must reach the object store
+/// exactly as the catalog wrote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_services_with_hostile_names_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(common::storage_config(dir.path()))
+        .await
+        .unwrap();
+    let names = ["checkout/v2 %41", "../etc", "ünï code", "a=b"];
+    for (i, name) in names.iter().enumerate() {
+        let batch = common::single_span_batch("acme", name, i as u8);
+        lake.write(batch).await.unwrap();
+    }
+    lake.flush_all().await.unwrap();
+    let engine = QueryEngine::new(Arc::clone(&lake), config()).unwrap();
+    for name in names {
+        let sql = format!(
+            "SELECT count(*) FROM spans WHERE service_name = '{}'",
+            name.replace('\'', "''")
+        );
+        let output = engine.sql(&sql, &ProjectScope::All).await.unwrap();
+        assert_eq!(single_count(&output), 1, "{name}");
+        let plan = engine.explain(&sql, &ProjectScope::All).await.unwrap();
+        assert!(plan.contains("files=1/4"), "{plan}");
+    }
+    lake.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_of_different_scopes_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    let engine = Arc::new(QueryEngine::new(Arc::clone(&lake), config()).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let engine = Arc::clone(&engine);
+        tasks.push(tokio::spawn(async move {
+            let (scope, expected) = match i % 3 {
+                0 => (ProjectScope::Project("acme".into()), 36),
+                1 => (ProjectScope::Project("globex".into()), 18),
+                _ => (ProjectScope::All, 54),
+            };
+            let output = engine
+                .sql(
+                    "SELECT count(*) FROM spans a WHERE project IS NOT NULL",
+                    &scope,
+                )
+                .await
+                .unwrap();
+            assert_eq!(single_count(&output), expected, "{scope:?}");
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    lake.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_works_in_a_plain_datafusion_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "spans",
+        Arc::new(SpansTableProvider::new(
+            Arc::clone(&lake),
+            ProjectScope::Project("globex".into()),
+        )),
+    )
+    .unwrap();
+    let batches = ctx
+        .sql("SELECT count(*) FROM spans WHERE service_name = 'db'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let counts: &Int64Array = batches[0].column(0).as_primitive();
+    assert_eq!(counts.value(0), 9);
+    lake.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_lake_is_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    lake.shutdown().await.unwrap();
+    drop(lake);
+
+    let lake = Lake::open_read_only(common::storage_config(dir.path()))
+        .await
+        .unwrap();
+    let engine = QueryEngine::new(lake, config()).unwrap();
+    let output = engine
+        .sql("SELECT count(*) FROM spans", &ProjectScope::All)
+        .await
+        .unwrap();
+    assert_eq!(single_count(&output), 54);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_was_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    let engine = QueryEngine::new(Arc::clone(&lake), config()).unwrap();
+    let all = ProjectScope::All;
+
+    let err = engine
+        .sql("CREATE TABLE t (a INT)", &all)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Refused(_)));
+    assert!(
+        err.to_string()
+            .starts_with("DDL is not allowed: CREATE TABLE t (a INT); only queries"),
+        "{err}"
+    );
+
+    let err = engine
+        .sql("SELECT nope FROM spans", &all)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Invalid(_)), "{err:?}");
+    assert!(err.to_string().contains("nope"), "{err}");
+
+    let err = engine.sql("", &all).await.unwrap_err();
+    assert!(matches!(err, QueryError::Invalid(_)), "{err:?}");
+
+    let err = engine
+        .sql("SELECT * FROM 'x.parquet'", &all)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "reading files is not allowed: \"x.parquet\" is a file path or URL, not a table"
+    );
+    lake.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_query_cancels_it_and_the_engine_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    let engine = QueryEngine::new(Arc::clone(&lake), config()).unwrap();
+    let endless =
+        "SELECT count(*) FROM generate_series(1, 1000000000) a, generate_series(1, 1000000000) b";
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        engine.sql(endless, &ProjectScope::All),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the cross join cannot finish in 300 ms");
+    let output = engine
+        .sql("SELECT count(*) FROM spans", &ProjectScope::All)
+        .await
+        .unwrap();
+    assert_eq!(single_count(&output), 54);
+    // Dropping the engine inside a runtime must not panic.
+    drop(engine);
+    lake.shutdown().await.unwrap();
+}

@@ -1,0 +1,249 @@
+//! `POST /v1/traces`: the OTLP/HTTP trace receiver.
+//!
+//! A request goes through these steps, each of which may answer early:
+//!
+//! 1. `Content-Type` picks the encoding (protobuf or JSON), else 415.
+//! 2. An ingest permit is taken without waiting, else 503: at most
+//!    `max_inflight_ingest` bodies are held in memory at once.
+//! 3. The body is read under `max_body_bytes` (413) and `body_read_timeout` (503).
+//! 4. It is decompressed (gzip, with `max_decompressed_bytes` enforced while
+//!    inflating) and decoded into an Arrow batch, on the blocking pool unless small.
+//! 5. A request whose every span is invalid is answered 400; otherwise
+//!    [`Lake::write`](lighttrace_storage::Lake::write) makes the valid spans
+//!    durable and visible, and only then is the request answered 200, with
+//!    `partialSuccess` counting the invalid ones.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use lighttrace_ingest::{
+    DecodedSpans, IngestError, OtlpEncoding, decode_otlp_traces, decompress, encode_traces_response,
+};
+
+use crate::body::{BodyLimits, read_body};
+use crate::error::{ApiError, ErrorFormat};
+use crate::{DEFAULT_PROJECT, Shared};
+
+/// Bodies up to this size, uncompressed, are decoded on the request's task; larger
+/// ones on the blocking pool so they do not hold up the reactor.
+const INLINE_DECODE_BYTES: usize = 64 * 1024;
+
+/// The two OTLP/HTTP encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    /// From the request's `Content-Type`; parameters such as `charset` are ignored.
+    fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+        const SUPPORTED: &str = "use application/x-protobuf or application/json";
+        let Some(value) = headers.get(header::CONTENT_TYPE) else {
+            return Err(ApiError::unsupported_media_type(format!(
+                "missing Content-Type; {SUPPORTED}"
+            )));
+        };
+        let text = value.to_str().unwrap_or("");
+        let mime = text.split(';').next().unwrap_or("").trim();
+        if mime.eq_ignore_ascii_case("application/x-protobuf") {
+            Ok(Encoding::Protobuf)
+        } else if mime.eq_ignore_ascii_case("application/json") {
+            Ok(Encoding::Json)
+        } else {
+            let shown: String = text.chars().take(100).collect();
+            Err(ApiError::unsupported_media_type(format!(
+                "unsupported Content-Type {shown:?}; {SUPPORTED}"
+            )))
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+
+    fn error_format(self) -> ErrorFormat {
+        match self {
+            Encoding::Protobuf => ErrorFormat::OtlpProtobuf,
+            Encoding::Json => ErrorFormat::OtlpJson,
+        }
+    }
+
+    fn ingest(self) -> OtlpEncoding {
+        match self {
+            Encoding::Protobuf => OtlpEncoding::Protobuf,
+            Encoding::Json => OtlpEncoding::Json,
+        }
+    }
+}
+
+/// Handler of `POST /v1/traces`.
+pub(crate) async fn export_traces(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let encoding = match Encoding::from_headers(&headers) {
+        Ok(encoding) => encoding,
+        // The client's encoding is unknown; JSON is the readable choice.
+        Err(err) => return err.with_format(ErrorFormat::OtlpJson).into_response(),
+    };
+    match ingest(&shared, encoding, &headers, body).await {
+        Ok(response) => response,
+        Err(err) => err.with_format(encoding.error_format()).into_response(),
+    }
+}
+
+async fn ingest(
+    shared: &Shared,
+    encoding: Encoding,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let config = &shared.state.config;
+    // Held until the spans are written: it bounds the memory held by requests.
+    let _permit = shared
+        .ingest_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::overloaded(
+                format!(
+                    "too many ingest requests in flight (limit {}); retry later",
+                    config.max_inflight_ingest
+                ),
+                config.overload_retry_after,
+            )
+        })?;
+
+    let content_encoding = match headers.get(header::CONTENT_ENCODING) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| {
+                    ApiError::unsupported_media_type("Content-Encoding is not ASCII text")
+                })?
+                .trim()
+                .to_owned(),
+        ),
+    };
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = read_body(
+        body,
+        content_length,
+        BodyLimits {
+            max_bytes: config.max_body_bytes,
+            deadline: config.body_read_timeout,
+            retry_after: config.overload_retry_after,
+        },
+    )
+    .await?;
+
+    let is_identity = content_encoding
+        .as_deref()
+        .is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));
+    let inline = is_identity && body.len() <= INLINE_DECODE_BYTES;
+    let max_decompressed = config.max_decompressed_bytes;
+    let decode = move || {
+        decode(
+            &body,
+            content_encoding.as_deref(),
+            max_decompressed,
+            encoding,
+        )
+    };
+    let decoded = if inline {
+        decode()?
+    } else {
+        tokio::task::spawn_blocking(decode)
+            .await
+            .map_err(|err| ApiError::internal("OTLP decode task failed", err))??
+    };
+
+    let DecodedSpans {
+        batch,
+        accepted,
+        rejected,
+        rejection_message,
+        ..
+    } = decoded;
+    if accepted == 0 && rejected > 0 {
+        // Nothing to keep: the request as a whole is invalid (OTLP: 400, not a
+        // partial success).
+        let reasons = rejection_message.as_deref().unwrap_or("invalid spans");
+        return Err(ApiError::bad_request(format!(
+            "every span was rejected ({rejected}): {reasons}"
+        )));
+    }
+    if batch.num_rows() > 0 {
+        shared.state.lake.write(batch).await?;
+    }
+    tracing::debug!(accepted, rejected, "OTLP traces ingested");
+
+    let rejection_message: Option<&str> = rejection_message.as_deref();
+    let body = encode_traces_response(encoding.ingest(), rejected, rejection_message);
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(encoding.content_type()),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+fn decode(
+    body: &Bytes,
+    content_encoding: Option<&str>,
+    max_decompressed: usize,
+    encoding: Encoding,
+) -> Result<DecodedSpans, IngestError> {
+    let raw = decompress(body, content_encoding, max_decompressed)?;
+    decode_otlp_traces(&raw, encoding.ingest(), DEFAULT_PROJECT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn content_type_parameters_and_case_are_ignored() {
+        assert_eq!(
+            Encoding::from_headers(&headers("application/json; charset=utf-8")).unwrap(),
+            Encoding::Json
+        );
+        assert_eq!(
+            Encoding::from_headers(&headers("Application/X-Protobuf")).unwrap(),
+            Encoding::Protobuf
+        );
+    }
+
+    #[test]
+    fn other_content_types_are_415() {
+        for ct in ["text/plain", "application/jsonx", ""] {
+            let err = Encoding::from_headers(&headers(ct)).unwrap_err();
+            assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+        }
+        let err = Encoding::from_headers(&HeaderMap::new()).unwrap_err();
+        assert!(err.message().contains("missing Content-Type"));
+    }
+}
