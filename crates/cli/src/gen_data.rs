@@ -24,6 +24,19 @@ pub async fn write(args: &GenArgs, data: &Path) -> anyhow::Result<()> {
     let (spans, rejected, batches) = result?;
     flushed.context("cannot flush the lake")?;
     let elapsed = started.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "traces": generator.traces_generated(),
+                "spans": spans,
+                "batches": batches,
+                "elapsed_s": elapsed,
+                "rejected_spans": rejected,
+            })
+        );
+        return Ok(());
+    }
     println!(
         "wrote {} traces, {spans} spans in {batches} batches to {} in {elapsed:.2}s ({:.0} spans/s{})",
         generator.traces_generated(),

@@ -8,7 +8,9 @@ mod common;
 
 use std::io::Write;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use rand::{RngCore, SeedableRng};
 
@@ -306,7 +308,14 @@ fn bad_otlp_input_gets_a_4xx_and_harms_nothing() {
         response.text()
     );
     let kept = match response.status {
-        200 => 1,
+        200 => {
+            let answer =
+                ExportTraceServiceResponse::decode(&response.body[..]).expect("an OTLP response");
+            let partial = answer.partial_success.unwrap_or_default();
+            assert_eq!(partial.rejected_spans, 1, "partial success: {partial:?}");
+            assert!(!partial.error_message.is_empty(), "{partial:?}");
+            1
+        }
         400..500 => 0,
         other => panic!("one good and one bad span: {other} {}", response.text()),
     };

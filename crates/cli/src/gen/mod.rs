@@ -118,6 +118,10 @@ pub struct GenArgs {
     /// Do not show a progress bar (it shows only when stderr is a terminal).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Print the summary as one JSON object instead of a sentence (for benches).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What a `--target` run sent. Only requests the server acknowledged with a
@@ -138,9 +142,25 @@ pub struct GenSummary {
     /// Spans the server acknowledged but reported as rejected (OTLP partial
     /// success).
     pub rejected_spans: u64,
+    /// Uncompressed OTLP protobuf bytes of the acknowledged requests.
+    pub payload_bytes: u64,
 }
 
 impl GenSummary {
+    /// The summary as one JSON object (`elapsed_s` in seconds).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "traces": self.traces,
+            "spans": self.spans,
+            "requests": self.requests,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "retries": self.retries,
+            "rejected_spans": self.rejected_spans,
+            "payload_bytes": self.payload_bytes,
+        })
+        .to_string()
+    }
+
     /// Accepted spans per second of wall time.
     pub fn spans_per_second(&self) -> f64 {
         self.spans as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -195,7 +215,11 @@ pub async fn run(args: GenArgs) -> anyhow::Result<GenSummary> {
         progress: !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let summary = send::send_all(generator, options).await?;
-    println!("{summary}");
+    if args.json {
+        println!("{}", summary.to_json());
+    } else {
+        println!("{summary}");
+    }
     Ok(summary)
 }
 

@@ -62,6 +62,8 @@ struct Acknowledged {
     spans: u64,
     rejected_spans: u64,
     retries: u64,
+    /// Uncompressed OTLP protobuf bytes of the request.
+    payload_bytes: u64,
     warning: Option<String>,
 }
 
@@ -108,6 +110,7 @@ pub(crate) async fn send_all(
         elapsed: Duration::ZERO,
         retries: 0,
         rejected_spans: 0,
+        payload_bytes: 0,
     };
     let mut warnings = 0;
     let mut failure = None;
@@ -166,6 +169,7 @@ fn record(
     summary.rejected_spans += acknowledged.rejected_spans;
     summary.requests += 1;
     summary.retries += acknowledged.retries;
+    summary.payload_bytes += acknowledged.payload_bytes;
     if let Some(warning) = acknowledged.warning {
         *warnings += 1;
         if *warnings <= MAX_WARNINGS {
@@ -205,6 +209,7 @@ async fn send_one(
         spans,
     } = batch;
     let gzip = options.gzip;
+    let payload_bytes = request.encoded_len() as u64;
     let body = tokio::task::spawn_blocking(move || encode(&request, gzip))
         .await
         .context("the encoding task panicked")??;
@@ -230,6 +235,7 @@ async fn send_one(
                     spans,
                     rejected_spans: rejected_spans.min(spans),
                     retries: u64::from(retries),
+                    payload_bytes,
                     warning,
                 });
             }
@@ -538,6 +544,7 @@ mod tests {
             max_retries: 3,
             timeout: Duration::from_secs(10),
             no_progress: true,
+            json: false,
         }
     }
 
