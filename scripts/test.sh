@@ -6,14 +6,22 @@
 #   scripts/test.sh -E 'binary(crash_recovery)'   # extra arguments go to nextest
 #
 # The end-to-end tests find their tools through LIGHTTRACE_PYTHON (a venv with
-# tests/requirements.txt) and LIGHTTRACE_S3S_FS; `bash .ci/run` installs both and
-# exports them. Without them the tests that need them are skipped with a loud
-# message, except in CI (CI=true), where they fail.
+# tests/requirements.txt) and LIGHTTRACE_S3S_FS; scripts/test-tools.sh installs
+# both under ~/.cache on the first run (about 4 minutes) and exports them. With
+# LIGHTTRACE_NO_TOOLS=1 and no tools, the tests that need them are skipped with a
+# loud message, except in CI (CI=true), where they fail.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lighttrace-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Python venv and s3s-fs under ~/.cache (skipped when current); exports
+# LIGHTTRACE_PYTHON and LIGHTTRACE_S3S_FS. LIGHTTRACE_NO_TOOLS=1 skips it.
+if [ "${LIGHTTRACE_NO_TOOLS:-0}" != 1 ]; then
+  # shellcheck source=scripts/test-tools.sh
+  source scripts/test-tools.sh
+fi
 
 # Every step runs even after one fails, so one run shows every problem; the exit
 # status is non-zero if any step failed.

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond cargo, into caches under $HOME that later
+# runs reuse (each step is skipped when its cache is current), and exports where
+# they are. Sourced by scripts/test.sh; assumes only the Rust toolchain (with
+# cargo-nextest), gcc, CPython 3 with pip and venv, and git:
+#   $HOME/.cache/lighttrace-venv    Python venv with tests/requirements.txt
+#   $HOME/.cache/lighttrace-tools   s3s-fs, the S3 test server
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lighttrace-target}"
+export CARGO_TERM_COLOR=never
+VENV="$HOME/.cache/lighttrace-venv"
+TOOLS="$HOME/.cache/lighttrace-tools"
+S3S_FS_VERSION=0.14.1
+PYTHON="${PYTHON:-python3}"
+
+step() {
+  local name=$1
+  shift
+  echo
+  echo "==> [test tools] $name"
+  local started=$SECONDS
+  "$@"
+  echo "<== [test tools] $name: $((SECONDS - started)) s"
+}
+
+print_tools() {
+  rustc --version
+  cargo --version
+  cargo nextest --version | sed -n 1p
+  "$PYTHON" --version
+  echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+  if [ ! -f ../shared/data/topologies/hipster-shop.json ]; then
+    echo "warning: ../shared/data/topologies/hipster-shop.json is missing; the gen tests will fail" >&2
+  fi
+}
+
+# The venv is rebuilt when tests/requirements.txt or the Python version changes.
+install_python_packages() {
+  local stamp="$VENV/.lighttrace-requirements"
+  local want
+  want="$("$PYTHON" --version 2>&1) $(sha256sum tests/requirements.txt | cut -d' ' -f1)"
+  if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+    && "$VENV/bin/python" -c 'import duckdb, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+    echo "venv $VENV is current"
+    return
+  fi
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    --require-virtualenv -r tests/requirements.txt
+  echo "$want" >"$stamp"
+  "$VENV/bin/python" -m pip list --disable-pip-version-check --format=freeze
+}
+
+install_s3s_fs() {
+  local binary="$TOOLS/bin/s3s-fs"
+  if [ -x "$binary" ] && [ "$("$binary" --version 2>/dev/null)" = "s3s-fs $S3S_FS_VERSION" ]; then
+    echo "$("$binary" --version) is installed"
+    return
+  fi
+  # A throwaway target dir: the tool's dependency versions are its own (--locked),
+  # and the shared one stays for the workspace.
+  local build_dir
+  build_dir="$(mktemp -d)"
+  cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked \
+    --root "$TOOLS" --target-dir "$build_dir" --force
+  rm -rf "$build_dir"
+  "$binary" --version
+}
+
+step "tool versions" print_tools
+step "python packages (tests/requirements.txt)" install_python_packages
+step "s3s-fs $S3S_FS_VERSION" install_s3s_fs
+
+export LIGHTTRACE_PYTHON="$VENV/bin/python"
+export LIGHTTRACE_S3S_FS="$TOOLS/bin/s3s-fs"
+export LIGHTTRACE_SHARED_DIR="${LIGHTTRACE_SHARED_DIR:-$(cd .. && pwd)/shared}"
+
