@@ -51,6 +51,8 @@ pub(crate) struct PartitionBuffer {
     pub active: Vec<Buffered>,
     pub flushing: Vec<Buffered>,
     pub oldest_active: Option<Instant>,
+    /// `oldest_active` of the batches now in `flushing`, kept for an abort.
+    flushing_since: Option<Instant>,
 }
 
 impl PartitionBuffer {
@@ -82,7 +84,7 @@ impl PartitionBuffer {
     pub fn start_flush(&mut self) -> Vec<Buffered> {
         debug_assert!(self.flushing.is_empty());
         self.flushing = std::mem::take(&mut self.active);
-        self.oldest_active = None;
+        self.flushing_since = self.oldest_active.take();
         self.flushing.clone()
     }
 
@@ -94,6 +96,10 @@ impl PartitionBuffer {
         }
         flushing.append(&mut self.active);
         self.active = flushing;
-        self.oldest_active = Some(Instant::now());
+        self.oldest_active = self
+            .flushing_since
+            .take()
+            .or(self.oldest_active)
+            .or_else(|| Some(Instant::now()));
     }
 }

@@ -11,11 +11,29 @@ pub enum StoreLocation {
     Url(String),
 }
 
+/// Row order inside a Parquet file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortOrder {
+    /// `(trace_id, start_time)`: a trace's spans adjacent, tight trace-id page stats.
+    TraceId,
+    /// `(start_time, trace_id)`: small timestamp deltas, tight time page stats.
+    StartTime,
+}
+
+/// How flushed Parquet files are encoded. The defaults are the measured choice
+/// recorded in `benches/RESULTS.md` (`cargo bench -p lighttrace-storage --bench parquet_layout`).
 #[derive(Debug, Clone)]
 pub struct ParquetOptions {
     pub row_group_rows: usize,
     pub zstd_level: i32,
-    pub bloom_filter_fpp: f64,
+    /// Split-block bloom filter on `trace_id` in each row group (`None`: none).
+    pub bloom_filter_fpp: Option<f64>,
+    pub sort_order: SortOrder,
+    /// Dictionary-encode the id and time columns. Their values are nearly unique,
+    /// so a dictionary only adds pages; off by default.
+    pub dictionary_for_unique_columns: bool,
+    /// `DELTA_BINARY_PACKED` for the time columns (else PLAIN + zstd).
+    pub delta_encode_times: bool,
 }
 
 impl Default for ParquetOptions {
@@ -23,7 +41,10 @@ impl Default for ParquetOptions {
         ParquetOptions {
             row_group_rows: 64 * 1024,
             zstd_level: 3,
-            bloom_filter_fpp: 0.01,
+            bloom_filter_fpp: Some(0.01),
+            sort_order: SortOrder::TraceId,
+            dictionary_for_unique_columns: false,
+            delta_encode_times: true,
         }
     }
 }

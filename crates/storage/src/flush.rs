@@ -13,17 +13,17 @@ use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record
 use arrow::datatypes::TimestampNanosecondType;
 use lighttrace_model::{columns, spans_schema};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::config::ParquetOptions;
+use crate::config::{ParquetOptions, SortOrder};
 use crate::error::{Result, StorageError};
 use crate::trace_filter::TraceIdFilter;
 
 /// A Parquet file image and what the catalog records about it.
-pub(crate) struct EncodedFile {
+pub struct EncodedFile {
     pub bytes: Vec<u8>,
     pub rows: u64,
     pub min_start_ns: i64,
@@ -33,7 +33,7 @@ pub(crate) struct EncodedFile {
     pub trace_filter: TraceIdFilter,
 }
 
-pub(crate) fn writer_properties(
+pub fn writer_properties(
     options: &ParquetOptions,
     distinct_traces: usize,
 ) -> Result<WriterProperties> {
@@ -41,60 +41,68 @@ pub(crate) fn writer_properties(
     let trace_idx = schema.index_of(columns::TRACE_ID)?;
     let start_idx = schema.index_of(columns::START_TIME)?;
     let level = ZstdLevel::try_new(options.zstd_level)?;
-    Ok(WriterProperties::builder()
+    // Leaf indices; every column up to start_time is flat, so they equal the
+    // field indices.
+    let sorting = |idx: usize| SortingColumn {
+        column_idx: idx as i32,
+        descending: false,
+        nulls_first: false,
+    };
+    let sorting_columns = match options.sort_order {
+        SortOrder::TraceId => vec![sorting(trace_idx), sorting(start_idx)],
+        SortOrder::StartTime => vec![sorting(start_idx), sorting(trace_idx)],
+    };
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![
-            // Leaf indices; every column up to start_time is flat, so they equal
-            // the field indices.
-            SortingColumn {
-                column_idx: trace_idx as i32,
-                descending: false,
-                nulls_first: false,
-            },
-            SortingColumn {
-                column_idx: start_idx as i32,
-                descending: false,
-                nulls_first: false,
-            },
-        ]))
-        .set_column_bloom_filter_enabled(ColumnPath::from(columns::TRACE_ID), true)
-        .set_column_bloom_filter_fpp(
-            ColumnPath::from(columns::TRACE_ID),
-            options.bloom_filter_fpp,
-        )
-        .set_column_bloom_filter_max_ndv(
-            ColumnPath::from(columns::TRACE_ID),
-            distinct_traces.max(1) as u64,
-        )
-        .set_created_by(format!("lighttrace {}", env!("CARGO_PKG_VERSION")))
-        .build())
+        .set_sorting_columns(Some(sorting_columns))
+        .set_created_by(format!("lighttrace {}", env!("CARGO_PKG_VERSION")));
+    for name in [
+        columns::TRACE_ID,
+        columns::SPAN_ID,
+        columns::PARENT_SPAN_ID,
+        columns::START_TIME,
+        columns::END_TIME,
+        columns::DURATION_NS,
+    ] {
+        let path = ColumnPath::from(name);
+        builder = builder
+            .set_column_dictionary_enabled(path.clone(), options.dictionary_for_unique_columns);
+        let is_time = matches!(
+            name,
+            columns::START_TIME | columns::END_TIME | columns::DURATION_NS
+        );
+        if is_time && options.delta_encode_times && !options.dictionary_for_unique_columns {
+            builder = builder.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    if let Some(fpp) = options.bloom_filter_fpp {
+        let path = ColumnPath::from(columns::TRACE_ID);
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), fpp)
+            .set_column_bloom_filter_max_ndv(path, distinct_traces.max(1) as u64);
+    }
+    Ok(builder.build())
 }
 
 /// Sorts and encodes one partition's batches. CPU-bound: call off the async runtime.
-pub(crate) fn encode_partition(
-    batches: &[RecordBatch],
-    options: &ParquetOptions,
-) -> Result<EncodedFile> {
+pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Result<EncodedFile> {
     let schema = spans_schema();
     let batch = concat_batches(&schema, batches)?;
     let trace_idx = schema.index_of(columns::TRACE_ID)?;
     let start_idx = schema.index_of(columns::START_TIME)?;
     let end_idx = schema.index_of(columns::END_TIME)?;
-    let indices = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: batch.column(trace_idx).clone(),
-                options: None,
-            },
-            SortColumn {
-                values: batch.column(start_idx).clone(),
-                options: None,
-            },
-        ],
-        None,
-    )?;
+    let key = |idx: usize| SortColumn {
+        values: batch.column(idx).clone(),
+        options: None,
+    };
+    let keys = match options.sort_order {
+        SortOrder::TraceId => [key(trace_idx), key(start_idx)],
+        SortOrder::StartTime => [key(start_idx), key(trace_idx)],
+    };
+    let indices = lexsort_to_indices(&keys, None)?;
     let sorted = take_record_batch(&batch, &indices)?;
 
     let trace_ids = sorted.column(trace_idx).as_string::<i32>();

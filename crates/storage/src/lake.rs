@@ -442,8 +442,11 @@ impl Lake {
     /// Stops accepting writes, flushes everything, stops background tasks.
     pub async fn shutdown(&self) -> Result<()> {
         self.shutting_down.store(true, Ordering::Release);
-        if let Some(handle) = self.flusher.lock().expect("flusher lock").take() {
-            handle.abort();
+        // Let the flusher finish the flush it may be in, then stop.
+        self.flush_wanted.notify_one();
+        let flusher = self.flusher.lock().expect("flusher lock").take();
+        if let Some(handle) = flusher {
+            let _ = handle.await;
         }
         if let Some(wal) = &self.wal {
             // Answers every append already queued, then stops.
@@ -538,6 +541,12 @@ impl Lake {
         if work.is_empty() {
             return Ok(());
         }
+        // If this future is dropped midway, the batches go back to `active`
+        // (a no-op for partitions whose flush completed or was aborted).
+        let _restore = RestoreOnDrop {
+            state: &self.state,
+            keys: work.iter().map(|(k, _)| k.clone()).collect(),
+        };
         let started = Instant::now();
         let mut written: Vec<(PartitionKey, Arc<FileEntry>, usize)> = Vec::new();
         let mut failed: Vec<PartitionKey> = Vec::new();
@@ -664,9 +673,28 @@ impl Lake {
     }
 }
 
+struct RestoreOnDrop<'a> {
+    state: &'a Mutex<State>,
+    keys: Vec<PartitionKey>,
+}
+
+impl Drop for RestoreOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &self.keys {
+            if let Some(p) = state.partitions.get_mut(key) {
+                p.abort_flush();
+            }
+        }
+    }
+}
+
 async fn flusher_loop(lake: std::sync::Weak<Lake>) {
     loop {
         let Some(strong) = lake.upgrade() else { return };
+        if strong.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
         let due = strong.partitions_due();
         if !due.is_empty()
             && let Err(e) = strong.flush_partitions(due).await

@@ -19,14 +19,15 @@ mod buffer;
 pub mod catalog;
 mod config;
 mod error;
-mod flush;
+pub mod flush;
 mod lake;
 pub mod partition;
 pub mod trace_filter;
 pub mod wal;
 
 pub use catalog::FileEntry;
-pub use config::{ParquetOptions, StorageConfig, StoreLocation};
+pub use config::{ParquetOptions, SortOrder, StorageConfig, StoreLocation};
 pub use error::{Result, StorageError};
+pub use flush::{EncodedFile, encode_partition};
 pub use lake::{BufferedPartition, Lake, LakeSnapshot, LakeStats, WriteReceipt};
 pub use partition::PartitionKey;

@@ -236,6 +236,55 @@ async fn full_buffers_refuse_writes_until_flushed() {
 }
 
 #[tokio::test]
+async fn a_cancelled_flush_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    for i in 0..8u64 {
+        let service = ["a", "b", "c", "d"][i as usize % 4];
+        lake.write(spans("p", service, 0, i * 100, 100))
+            .await
+            .unwrap();
+    }
+    for micros in [1, 50, 500, 5_000] {
+        let _ = tokio::time::timeout(Duration::from_micros(micros), lake.flush_all()).await;
+        assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 800)]));
+    }
+    lake.flush_all().await.unwrap();
+    assert!(lake.snapshot().buffered.is_empty());
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 800)]));
+    drop(lake);
+    let lake = Lake::open(config(dir.path())).await.unwrap();
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 800)]));
+}
+
+/// Regression: shutdown used to abort the background flusher mid-flush, leaving
+/// those partitions in the WAL instead of in Parquet.
+#[tokio::test]
+async fn shutdown_during_background_flushes_flushes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.flush_max_age = Duration::from_millis(1);
+    let lake = Lake::open(cfg.clone()).await.unwrap();
+    for i in 0..40u64 {
+        let service = ["a", "b", "c", "d", "e"][i as usize % 5];
+        lake.write(spans("p", service, 0, i * 50, 50))
+            .await
+            .unwrap();
+    }
+    lake.shutdown().await.unwrap();
+    assert!(lake.snapshot().buffered.is_empty(), "everything flushed");
+    drop(lake);
+    let wal_records: usize = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| std::fs::metadata(e.unwrap().path()).unwrap().len() as usize)
+        .filter(|&len| len > lighttrace_storage::wal::SEGMENT_HEADER_LEN)
+        .count();
+    assert_eq!(wal_records, 0, "the WAL is trimmed after a clean shutdown");
+    let lake = Lake::open(cfg).await.unwrap();
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 2000)]));
+}
+
+#[tokio::test]
 async fn second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _lake = Lake::open(config(dir.path())).await.unwrap();

@@ -1,0 +1,164 @@
+//! Chooses the Parquet layout by measurement: re-encodes the spans of an existing
+//! lake under several layouts and prints bytes per span and encode speed.
+//!
+//! ```text
+//! lighttrace gen --topology ../shared/data/topologies/hipster-shop.json --traces 100000 --data /tmp/layout-lake
+//! cargo bench -p lighttrace-storage --bench parquet_layout -- /tmp/layout-lake [rows per file, default 200000]
+//! ```
+//!
+//! Each partition's rows are re-cut into files of at most `rows per file` (what a
+//! size-triggered flush writes) and encoded with `encode_partition`, the function
+//! the flusher uses. Results are recorded in `benches/RESULTS.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use lighttrace_model::spans_schema;
+use lighttrace_storage::{ParquetOptions, SortOrder, encode_partition};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            parquet_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let Some(lake) = args.first() else {
+        eprintln!(
+            "usage: cargo bench -p lighttrace-storage --bench parquet_layout -- LAKE_DIR [ROWS_PER_FILE]"
+        );
+        std::process::exit(2);
+    };
+    let rows_per_file: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    let mut files = Vec::new();
+    parquet_files(&Path::new(lake).join("spans"), &mut files);
+    let mut partitions: BTreeMap<PathBuf, Vec<RecordBatch>> = BTreeMap::new();
+    let mut spans = 0usize;
+    let mut on_disk = 0u64;
+    for file in &files {
+        on_disk += std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let folder = file.parent().unwrap().to_path_buf();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let batch = RecordBatch::try_new(spans_schema(), batch.columns().to_vec()).unwrap();
+            spans += batch.num_rows();
+            partitions.entry(folder.clone()).or_default().push(batch);
+        }
+    }
+    println!(
+        "{} spans in {} partitions ({} files, {:.1} B/span as stored now); files cut at {rows_per_file} rows\n",
+        spans,
+        partitions.len(),
+        files.len(),
+        on_disk as f64 / spans as f64
+    );
+    let chunks: Vec<Vec<RecordBatch>> = partitions
+        .values()
+        .flat_map(|batches| {
+            let all = arrow::compute::concat_batches(&spans_schema(), batches).unwrap();
+            (0..all.num_rows())
+                .step_by(rows_per_file)
+                .map(|offset| vec![all.slice(offset, rows_per_file.min(all.num_rows() - offset))])
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let base = ParquetOptions::default();
+    let variants: Vec<(&str, ParquetOptions)> = vec![
+        (
+            "default (trace-id order, delta times, no id dictionary, bloom)",
+            base.clone(),
+        ),
+        (
+            "start-time order",
+            ParquetOptions {
+                sort_order: SortOrder::StartTime,
+                ..base.clone()
+            },
+        ),
+        (
+            "dictionary on ids and times (parquet default)",
+            ParquetOptions {
+                dictionary_for_unique_columns: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "PLAIN times",
+            ParquetOptions {
+                delta_encode_times: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "no bloom filter",
+            ParquetOptions {
+                bloom_filter_fpp: None,
+                ..base.clone()
+            },
+        ),
+        (
+            "zstd 1",
+            ParquetOptions {
+                zstd_level: 1,
+                ..base.clone()
+            },
+        ),
+        (
+            "zstd 9",
+            ParquetOptions {
+                zstd_level: 9,
+                ..base.clone()
+            },
+        ),
+        (
+            "start-time order, zstd 9",
+            ParquetOptions {
+                sort_order: SortOrder::StartTime,
+                zstd_level: 9,
+                ..base.clone()
+            },
+        ),
+        (
+            "row groups of 16k rows",
+            ParquetOptions {
+                row_group_rows: 16 * 1024,
+                ..base.clone()
+            },
+        ),
+    ];
+    println!("| layout | B/span | encode (spans/s, one core) |");
+    println!("|---|---:|---:|");
+    for (name, options) in variants {
+        let started = Instant::now();
+        let mut bytes = 0usize;
+        for chunk in &chunks {
+            bytes += encode_partition(chunk, &options).unwrap().bytes.len();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "| {name} | {:.1} | {:.0} |",
+            bytes as f64 / spans as f64,
+            spans as f64 / elapsed
+        );
+    }
+}
