@@ -420,6 +420,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/lighttrace.toml");
+        let file = FileConfig::load(&path).unwrap();
+        assert_eq!(file.data.as_deref(), Some(Path::new("/var/lib/lighttrace")));
+        assert_eq!(file.max_inflight_ingest, Some(32));
+    }
+
+    #[test]
     fn sizes_take_units() {
         assert_eq!(parse_size("1024"), Ok(1024));
         assert_eq!(parse_size("64KiB"), Ok(64 << 10));
