@@ -9,7 +9,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(decoded) = decode_otlp_traces(data, OtlpEncoding::Protobuf, "fuzz") {
         assert_eq!(decoded.batch.num_rows(), decoded.accepted);
         assert_eq!(decoded.rejection_message.is_some(), decoded.rejected > 0);
-        assert!(decoded.rejection_message.as_ref().is_none_or(|m| m.len() < 4096));
+        assert!(
+            decoded
+                .rejection_message
+                .as_ref()
+                .is_none_or(|m| m.len() < 4096)
+        );
         let _ = encode_traces_response(
             OtlpEncoding::Protobuf,
             decoded.rejected,

@@ -63,7 +63,12 @@ fn request() -> ExportTraceServiceRequest {
                 } else {
                     (n - 1).to_be_bytes().to_vec()
                 },
-                name: if i % 2 == 0 { "GET /api/cart/{id}" } else { "SELECT carts" }.into(),
+                name: if i % 2 == 0 {
+                    "GET /api/cart/{id}"
+                } else {
+                    "SELECT carts"
+                }
+                .into(),
                 kind: if i % 2 == 0 { 2 } else { 3 },
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + 1_234_567,

@@ -279,7 +279,10 @@ pub(crate) fn recycle_attrs<'b>(mut attrs: Vec<Attr<'_>>) -> Vec<Attr<'b>> {
     attrs.clear();
     // Collecting an (empty) `vec::IntoIter` into a Vec of a same-layout type
     // reuses the allocation in place.
-    attrs.into_iter().map(|_| unreachable!("cleared above")).collect()
+    attrs
+        .into_iter()
+        .map(|_| unreachable!("cleared above"))
+        .collect()
 }
 
 #[cfg(test)]

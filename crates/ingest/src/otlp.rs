@@ -259,12 +259,18 @@ struct Scratch<'r> {
 
 fn recycle_events<'b>(mut events: Vec<EventRecord<'_>>) -> Vec<EventRecord<'b>> {
     events.clear();
-    events.into_iter().map(|_| unreachable!("cleared above")).collect()
+    events
+        .into_iter()
+        .map(|_| unreachable!("cleared above"))
+        .collect()
 }
 
 fn recycle_links<'b>(mut links: Vec<LinkRecord<'_>>) -> Vec<LinkRecord<'b>> {
     links.clear();
-    links.into_iter().map(|_| unreachable!("cleared above")).collect()
+    links
+        .into_iter()
+        .map(|_| unreachable!("cleared above"))
+        .collect()
 }
 
 fn nested_too_deep(e: crate::attributes::NestedTooDeep) -> IngestError {
