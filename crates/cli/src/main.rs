@@ -19,6 +19,11 @@ mod sql;
 
 use std::process::ExitCode;
 
+/// glibc's allocator spent over half of ingest CPU in malloc/free and chunk
+/// consolidation (perf, `benches/RESULTS.md`); mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// LightTrace: a columnar trace database. Spans in over OpenTelemetry, Parquet

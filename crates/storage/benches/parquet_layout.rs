@@ -83,68 +83,28 @@ fn main() {
         .collect();
 
     let base = ParquetOptions::default();
+    let variant = |name: &'static str, change: &dyn Fn(&mut ParquetOptions)| {
+        let mut options = base.clone();
+        change(&mut options);
+        (name, options)
+    };
     let variants: Vec<(&str, ParquetOptions)> = vec![
-        (
-            "default (trace-id order, delta times, no id dictionary, bloom)",
-            base.clone(),
+        variant(
+            "default: arrival order, zstd 1, delta times, no id dictionary, bloom",
+            &|_| {},
         ),
-        (
-            "start-time order",
-            ParquetOptions {
-                sort_order: SortOrder::StartTime,
-                ..base.clone()
-            },
-        ),
-        (
-            "dictionary on ids and times (parquet default)",
-            ParquetOptions {
-                dictionary_for_unique_columns: true,
-                ..base.clone()
-            },
-        ),
-        (
-            "PLAIN times",
-            ParquetOptions {
-                delta_encode_times: false,
-                ..base.clone()
-            },
-        ),
-        (
-            "no bloom filter",
-            ParquetOptions {
-                bloom_filter_fpp: None,
-                ..base.clone()
-            },
-        ),
-        (
-            "zstd 1",
-            ParquetOptions {
-                zstd_level: 1,
-                ..base.clone()
-            },
-        ),
-        (
-            "zstd 9",
-            ParquetOptions {
-                zstd_level: 9,
-                ..base.clone()
-            },
-        ),
-        (
-            "start-time order, zstd 9",
-            ParquetOptions {
-                sort_order: SortOrder::StartTime,
-                zstd_level: 9,
-                ..base.clone()
-            },
-        ),
-        (
-            "row groups of 16k rows",
-            ParquetOptions {
-                row_group_rows: 16 * 1024,
-                ..base.clone()
-            },
-        ),
+        variant("sorted by trace id", &|o| o.sort_order = SortOrder::TraceId),
+        variant("sorted by start time", &|o| {
+            o.sort_order = SortOrder::StartTime
+        }),
+        variant("dictionary on ids and times (parquet default)", &|o| {
+            o.dictionary_for_unique_columns = true
+        }),
+        variant("PLAIN times", &|o| o.delta_encode_times = false),
+        variant("no bloom filter", &|o| o.bloom_filter_fpp = None),
+        variant("zstd 3", &|o| o.zstd_level = 3),
+        variant("zstd 9", &|o| o.zstd_level = 9),
+        variant("row groups of 16k rows", &|o| o.row_group_rows = 16 * 1024),
     ];
     println!("| layout | B/span | encode (spans/s, one core) |");
     println!("|---|---:|---:|");

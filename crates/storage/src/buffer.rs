@@ -6,25 +6,50 @@
 //! the `flushing` batches are dropped in the same critical section that adds the
 //! file to the catalog, so a query sees each span exactly once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
 use lighttrace_model::columns;
 
-/// One batch of one partition, from WAL record `seq`.
+/// Memory of one written batch, counted in the lake's buffered bytes until the
+/// last slice of the batch is dropped (its partitions may flush at different
+/// times, and slices share the batch's buffers).
+#[derive(Debug)]
+pub(crate) struct MemoryCharge {
+    bytes: usize,
+    counter: Arc<AtomicUsize>,
+}
+
+impl MemoryCharge {
+    /// Takes over `bytes` already added to `counter`.
+    pub fn new(bytes: usize, counter: Arc<AtomicUsize>) -> Arc<Self> {
+        Arc::new(MemoryCharge { bytes, counter })
+    }
+}
+
+impl Drop for MemoryCharge {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// One slice of one partition, from WAL record `seq`.
 #[derive(Debug, Clone)]
 pub(crate) struct Buffered {
     pub seq: u64,
     pub batch: RecordBatch,
+    /// This slice's share of its batch's memory, for flush decisions.
     pub bytes: usize,
     pub min_start_ns: i64,
     pub max_start_ns: i64,
+    _charge: Arc<MemoryCharge>,
 }
 
 impl Buffered {
-    pub fn new(seq: u64, batch: RecordBatch) -> Self {
-        let bytes = batch.get_array_memory_size();
+    pub fn new(seq: u64, batch: RecordBatch, bytes: usize, charge: Arc<MemoryCharge>) -> Self {
         let (mut min_start_ns, mut max_start_ns) = (i64::MAX, i64::MIN);
         if let Ok(idx) = batch.schema().index_of(columns::START_TIME)
             && let Some(starts) = batch
@@ -42,6 +67,7 @@ impl Buffered {
             bytes,
             min_start_ns,
             max_start_ns,
+            _charge: charge,
         }
     }
 }

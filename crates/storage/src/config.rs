@@ -14,6 +14,9 @@ pub enum StoreLocation {
 /// Row order inside a Parquet file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortOrder {
+    /// As written: no sort, no copy. Spans of one request (and so of one trace
+    /// and service) stay together, and time is almost ascending.
+    Arrival,
     /// `(trace_id, start_time)`: a trace's spans adjacent, tight trace-id page stats.
     TraceId,
     /// `(start_time, trace_id)`: small timestamp deltas, tight time page stats.
@@ -40,9 +43,9 @@ impl Default for ParquetOptions {
     fn default() -> Self {
         ParquetOptions {
             row_group_rows: 64 * 1024,
-            zstd_level: 3,
+            zstd_level: 1,
             bloom_filter_fpp: Some(0.01),
-            sort_order: SortOrder::TraceId,
+            sort_order: SortOrder::Arrival,
             dictionary_for_unique_columns: false,
             delta_encode_times: true,
         }

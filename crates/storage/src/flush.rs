@@ -1,10 +1,12 @@
-//! Turning a partition's buffered batches into one sorted Parquet file.
+//! Turning a partition's buffered batches into one Parquet file.
 //!
-//! Rows are sorted by `(trace_id, start_time)`: a trace's spans sit together, so a
-//! trace lookup touches one small stretch of a row group, and ids, names and
-//! attributes of one trace compress against each other. The encoding choices
-//! (zstd, row-group size, page statistics, a bloom filter on `trace_id`) are
-//! measured in `benches/`.
+//! By default rows stay in arrival order: the spans of one request (so of one
+//! trace and service) are already adjacent and time is nearly ascending, and
+//! sorting measured no smaller (`benches/RESULTS.md`) while costing a copy of
+//! every batch. The ids and times are nearly unique, so they skip the dictionary;
+//! times are delta-encoded; zstd level 1 measured both smaller and faster than 3.
+//! Each row group carries a bloom filter on `trace_id`, and each file a
+//! [`TraceIdFilter`] kept in the catalog.
 
 use std::collections::HashSet;
 
@@ -49,6 +51,7 @@ pub fn writer_properties(
         nulls_first: false,
     };
     let sorting_columns = match options.sort_order {
+        SortOrder::Arrival => vec![],
         SortOrder::TraceId => vec![sorting(trace_idx), sorting(start_idx)],
         SortOrder::StartTime => vec![sorting(start_idx), sorting(trace_idx)],
     };
@@ -56,7 +59,7 @@ pub fn writer_properties(
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(sorting_columns))
+        .set_sorting_columns((!sorting_columns.is_empty()).then_some(sorting_columns))
         .set_created_by(format!("lighttrace {}", env!("CARGO_PKG_VERSION")));
     for name in [
         columns::TRACE_ID,
@@ -90,54 +93,74 @@ pub fn writer_properties(
 /// Sorts and encodes one partition's batches. CPU-bound: call off the async runtime.
 pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Result<EncodedFile> {
     let schema = spans_schema();
-    let batch = concat_batches(&schema, batches)?;
     let trace_idx = schema.index_of(columns::TRACE_ID)?;
     let start_idx = schema.index_of(columns::START_TIME)?;
     let end_idx = schema.index_of(columns::END_TIME)?;
-    let key = |idx: usize| SortColumn {
-        values: batch.column(idx).clone(),
-        options: None,
+    // Arrival order writes the batches as they are; the other orders gather the
+    // rows once, into one sorted batch.
+    let sorted: Vec<RecordBatch> = match options.sort_order {
+        SortOrder::Arrival => batches.to_vec(),
+        order => {
+            let batch = concat_batches(&schema, batches)?;
+            let key = |idx: usize| SortColumn {
+                values: batch.column(idx).clone(),
+                options: None,
+            };
+            let keys = match order {
+                SortOrder::StartTime => [key(start_idx), key(trace_idx)],
+                _ => [key(trace_idx), key(start_idx)],
+            };
+            let indices = lexsort_to_indices(&keys, None)?;
+            vec![take_record_batch(&batch, &indices)?]
+        }
     };
-    let keys = match options.sort_order {
-        SortOrder::TraceId => [key(trace_idx), key(start_idx)],
-        SortOrder::StartTime => [key(start_idx), key(trace_idx)],
-    };
-    let indices = lexsort_to_indices(&keys, None)?;
-    let sorted = take_record_batch(&batch, &indices)?;
 
-    let trace_ids = sorted.column(trace_idx).as_string::<i32>();
     let mut distinct: HashSet<[u8; 16]> = HashSet::new();
     let mut id = [0u8; 16];
-    for i in 0..trace_ids.len() {
-        if trace_ids.is_valid(i) && hex::decode_to_slice(trace_ids.value(i), &mut id).is_ok() {
-            distinct.insert(id);
+    let (mut min_start_ns, mut max_start_ns) = (i64::MAX, i64::MIN);
+    let (mut min_end_ns, mut max_end_ns) = (i64::MAX, i64::MIN);
+    let mut rows = 0usize;
+    for batch in &sorted {
+        rows += batch.num_rows();
+        let trace_ids = batch.column(trace_idx).as_string::<i32>();
+        for i in 0..trace_ids.len() {
+            if trace_ids.is_valid(i) && hex::decode_to_slice(trace_ids.value(i), &mut id).is_ok() {
+                distinct.insert(id);
+            }
         }
+        let (lo, hi) = min_max(
+            batch
+                .column(start_idx)
+                .as_primitive::<TimestampNanosecondType>()
+                .values(),
+        );
+        (min_start_ns, max_start_ns) = (min_start_ns.min(lo), max_start_ns.max(hi));
+        let (lo, hi) = min_max(
+            batch
+                .column(end_idx)
+                .as_primitive::<TimestampNanosecondType>()
+                .values(),
+        );
+        (min_end_ns, max_end_ns) = (min_end_ns.min(lo), max_end_ns.max(hi));
+    }
+    if rows == 0 {
+        return Err(StorageError::InvalidBatch("nothing to flush".into()));
     }
     let mut trace_filter = TraceIdFilter::with_capacity(distinct.len());
     for id in &distinct {
         trace_filter.insert(id);
     }
 
-    let starts = sorted
-        .column(start_idx)
-        .as_primitive::<TimestampNanosecondType>();
-    let ends = sorted
-        .column(end_idx)
-        .as_primitive::<TimestampNanosecondType>();
-    let (min_start_ns, max_start_ns) = min_max(starts.values());
-    let (min_end_ns, max_end_ns) = min_max(ends.values());
-
     let props = writer_properties(options, distinct.len())?;
-    let mut bytes = Vec::with_capacity(batch.get_array_memory_size() / 8);
+    let mut bytes = Vec::with_capacity(rows * 64);
     let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
-    writer.write(&sorted)?;
-    writer.close()?;
-    if sorted.num_rows() == 0 {
-        return Err(StorageError::InvalidBatch("nothing to flush".into()));
+    for batch in &sorted {
+        writer.write(batch)?;
     }
+    writer.close()?;
     Ok(EncodedFile {
         bytes,
-        rows: sorted.num_rows() as u64,
+        rows: rows as u64,
         min_start_ns,
         max_start_ns,
         min_end_ns,

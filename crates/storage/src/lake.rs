@@ -14,7 +14,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Notify;
 
-use crate::buffer::{Buffered, PartitionBuffer};
+use crate::buffer::{Buffered, MemoryCharge, PartitionBuffer};
 use crate::catalog::{CHECKPOINT_INTERVAL, CatalogState, CatalogStore, FileEntry};
 use crate::config::{StorageConfig, build_store};
 use crate::error::{Result, StorageError};
@@ -143,7 +143,8 @@ fn lock_data_dir(config: &StorageConfig) -> Result<File> {
 
 struct Recovered {
     partitions: HashMap<PartitionKey, PartitionBuffer>,
-    bytes: usize,
+    /// Memory of the replayed batches, charged by their slices.
+    buffered_bytes: Arc<AtomicUsize>,
     segments: Vec<(u64, Option<u64>)>,
     max_seq: u64,
 }
@@ -154,11 +155,12 @@ fn replay_wal(
     catalog: &CatalogState,
     quiet_tail: bool,
 ) -> Result<Recovered> {
+    let counter = Arc::new(AtomicUsize::new(0));
     let dir = config.data_dir.join("wal");
     let watermarks = catalog.watermarks();
     let mut recovered = Recovered {
         partitions: HashMap::new(),
-        bytes: 0,
+        buffered_bytes: counter.clone(),
         segments: Vec::new(),
         max_seq: 0,
     };
@@ -187,15 +189,25 @@ fn replay_wal(
                 }
             };
             for batch in batches {
-                for (key, part) in split_by_partition(&batch)? {
+                let bytes = batch.get_array_memory_size();
+                counter.fetch_add(bytes, Ordering::AcqRel);
+                let charge = MemoryCharge::new(bytes, counter.clone());
+                for (key, slices) in split_by_partition(&batch)? {
+                    let rows: usize = slices.iter().map(|s| s.num_rows()).sum();
                     if watermarks.get(&key).is_some_and(|&mark| record.seq <= mark) {
-                        rows_skipped += part.num_rows();
+                        rows_skipped += rows;
                         continue;
                     }
-                    rows_replayed += part.num_rows();
-                    let item = Buffered::new(record.seq, part);
-                    recovered.bytes += item.bytes;
-                    recovered.partitions.entry(key).or_default().push(item);
+                    rows_replayed += rows;
+                    for slice in slices {
+                        let share = bytes * slice.num_rows() / batch.num_rows().max(1);
+                        let item = Buffered::new(record.seq, slice, share, charge.clone());
+                        recovered
+                            .partitions
+                            .entry(key.clone())
+                            .or_default()
+                            .push(item);
+                    }
                 }
             }
         }
@@ -283,7 +295,7 @@ impl Lake {
                 catalog,
                 files,
             })),
-            buffered_bytes: Arc::new(AtomicUsize::new(recovered.bytes)),
+            buffered_bytes: recovered.buffered_bytes,
             wal,
             shutting_down: AtomicBool::new(false),
             commit_lock: tokio::sync::Mutex::new(last_checkpoint),
@@ -337,19 +349,25 @@ impl Lake {
         if rows == 0 {
             return Ok(WriteReceipt { sequence: 0, rows });
         }
-        let parts: Vec<(PartitionKey, Buffered)> = split_by_partition(&batch)?
-            .into_iter()
-            .map(|(key, part)| (key, Buffered::new(0, part)))
-            .collect();
-        let bytes: usize = parts.iter().map(|(_, b)| b.bytes).sum();
+        let bytes = batch.get_array_memory_size();
         self.reserve(bytes)?;
-        let payload = match encode_ipc(&batch) {
-            Ok(payload) => payload,
-            Err(e) => {
-                self.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                return Err(e);
-            }
-        };
+        // From here on, dropping the charge (on any error path too) releases it.
+        let charge = MemoryCharge::new(bytes, self.buffered_bytes.clone());
+        let parts: Vec<(PartitionKey, Vec<Buffered>)> = split_by_partition(&batch)?
+            .into_iter()
+            .map(|(key, slices)| {
+                let items = slices
+                    .into_iter()
+                    .map(|slice| {
+                        let share = bytes * slice.num_rows() / rows;
+                        Buffered::new(0, slice, share, charge.clone())
+                    })
+                    .collect();
+                (key, items)
+            })
+            .collect();
+        drop(charge);
+        let payload = encode_ipc(&batch)?;
         let state = self.state.clone();
         let flush_bytes = self.config.flush_partition_bytes;
         let want_flush = Arc::new(AtomicBool::new(false));
@@ -357,10 +375,12 @@ impl Lake {
         let appended = wal
             .append(payload, move |seq| {
                 let mut state = state.lock().expect("lake state lock");
-                for (key, mut item) in parts {
-                    item.seq = seq;
+                for (key, items) in parts {
                     let partition = state.partitions.entry(key).or_default();
-                    partition.push(item);
+                    for mut item in items {
+                        item.seq = seq;
+                        partition.push(item);
+                    }
                     if partition.active_bytes() >= flush_bytes {
                         want_flush_in.store(true, Ordering::Relaxed);
                     }
@@ -377,10 +397,8 @@ impl Lake {
                 }
                 Ok(WriteReceipt { sequence, rows })
             }
-            Err(e) => {
-                self.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                Err(e)
-            }
+            // The spans were never applied; dropping them released their memory.
+            Err(e) => Err(e),
         }
     }
 
@@ -504,19 +522,10 @@ impl Lake {
                 candidates.push((bytes, key.clone()));
             }
         }
-        // Under memory pressure, also flush the largest partitions until the
-        // projected total is below a quarter of the bound.
-        let total = self.buffered_bytes.load(Ordering::Relaxed);
-        if total > self.config.buffer_max_bytes / 2 {
-            candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-            let mut projected = total;
-            for (bytes, key) in candidates {
-                if projected <= self.config.buffer_max_bytes / 4 {
-                    break;
-                }
-                projected = projected.saturating_sub(bytes);
-                due.push(key);
-            }
+        // Under memory pressure flush everything: partitions share the memory of
+        // the requests they came in, so only flushing all of them surely frees it.
+        if self.buffered_bytes.load(Ordering::Relaxed) > self.config.buffer_max_bytes / 2 {
+            due.extend(candidates.into_iter().map(|(_, key)| key));
         }
         due
     }
@@ -548,15 +557,12 @@ impl Lake {
             keys: work.iter().map(|(k, _)| k.clone()).collect(),
         };
         let started = Instant::now();
-        let mut written: Vec<(PartitionKey, Arc<FileEntry>, usize)> = Vec::new();
+        let mut written: Vec<(PartitionKey, Arc<FileEntry>)> = Vec::new();
         let mut failed: Vec<PartitionKey> = Vec::new();
         let mut first_error = None;
         for (key, items) in work {
             match self.write_file(&key, &items).await {
-                Ok(entry) => {
-                    let bytes = items.iter().map(|b| b.bytes).sum();
-                    written.push((key, Arc::new(entry), bytes));
-                }
+                Ok(entry) => written.push((key, Arc::new(entry))),
                 Err(e) => {
                     tracing::error!(partition = ?key, error = %e, "flush failed; will retry");
                     failed.push(key);
@@ -577,11 +583,11 @@ impl Lake {
         }
 
         let version = self.state.lock().expect("lake state lock").catalog.version + 1;
-        let added: Vec<Arc<FileEntry>> = written.iter().map(|(_, f, _)| f.clone()).collect();
+        let added: Vec<Arc<FileEntry>> = written.iter().map(|(_, f)| f.clone()).collect();
         if let Err(e) = self.catalog_store.commit(version, &added, &[]).await {
             tracing::error!(error = %e, "catalog commit failed; flush will be retried");
             let mut state = self.state.lock().expect("lake state lock");
-            for (key, file, _) in &written {
+            for (key, file) in &written {
                 if let Some(p) = state.partitions.get_mut(key) {
                     p.abort_flush();
                 }
@@ -597,18 +603,15 @@ impl Lake {
         // The commit is durable: swap buffers for files in one critical section.
         let (checkpoint_state, oldest) = {
             let mut state = self.state.lock().expect("lake state lock");
-            let mut released = 0;
-            for (key, file, bytes) in &written {
+            for (key, file) in &written {
                 if let Some(p) = state.partitions.get_mut(key) {
                     p.flushing.clear();
                     if p.is_empty() {
                         state.partitions.remove(key);
                     }
                 }
-                released += bytes;
                 state.catalog.files.insert(file.path.clone(), file.clone());
             }
-            self.buffered_bytes.fetch_sub(released, Ordering::AcqRel);
             state.catalog.version = version;
             state.files = state.catalog.files.values().cloned().collect();
             let checkpoint =
@@ -617,8 +620,8 @@ impl Lake {
         };
         tracing::info!(
             files = written.len(),
-            rows = written.iter().map(|(_, f, _)| f.row_count).sum::<u64>(),
-            bytes = written.iter().map(|(_, f, _)| f.size_bytes).sum::<u64>(),
+            rows = written.iter().map(|(_, f)| f.row_count).sum::<u64>(),
+            bytes = written.iter().map(|(_, f)| f.size_bytes).sum::<u64>(),
             catalog_version = version,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "flushed"

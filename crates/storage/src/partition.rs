@@ -15,8 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
 use lighttrace_model::{NANOS_PER_HOUR, columns, hour_of};
 
@@ -107,10 +106,13 @@ pub fn unescape_partition_value(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Splits a `spans` batch into one batch per partition, keeping row order.
+/// Splits a `spans` batch into partitions without copying: each partition gets
+/// zero-copy slices of `batch`, one per run of consecutive rows with its key, in
+/// row order. (An OTLP request groups spans by resource, so runs are long, and a
+/// request from one service is one slice.)
 pub fn split_by_partition(
     batch: &RecordBatch,
-) -> Result<Vec<(PartitionKey, RecordBatch)>, StorageError> {
+) -> Result<Vec<(PartitionKey, Vec<RecordBatch>)>, StorageError> {
     let schema = batch.schema();
     let column = |name: &str| {
         schema
@@ -131,9 +133,8 @@ pub fn split_by_partition(
         .as_primitive_opt::<TimestampNanosecondType>()
         .ok_or_else(|| StorageError::InvalidBatch("start_time is not Timestamp(ns)".into()))?;
 
-    let mut groups: HashMap<(&str, &str, i64), Vec<u32>> = HashMap::new();
-    for row in 0..batch.num_rows() {
-        let key = (
+    let key_of = |row: usize| {
+        (
             if project.is_null(row) {
                 ""
             } else {
@@ -145,19 +146,26 @@ pub fn split_by_partition(
                 service.value(row)
             },
             hour_of(start.value(row)),
-        );
-        groups.entry(key).or_default().push(row as u32);
+        )
+    };
+    let mut groups: HashMap<(&str, &str, i64), Vec<RecordBatch>> = HashMap::new();
+    let mut run_start = 0;
+    while run_start < batch.num_rows() {
+        let key = key_of(run_start);
+        let mut run_end = run_start + 1;
+        while run_end < batch.num_rows() && key_of(run_end) == key {
+            run_end += 1;
+        }
+        groups
+            .entry(key)
+            .or_default()
+            .push(batch.slice(run_start, run_end - run_start));
+        run_start = run_end;
     }
-    if groups.len() == 1 {
-        let ((p, s, h), _) = groups.into_iter().next().expect("one group");
-        return Ok(vec![(PartitionKey::new(p, s, h), batch.clone())]);
-    }
-    let mut out = Vec::with_capacity(groups.len());
-    for ((p, s, h), rows) in groups {
-        let indices = UInt32Array::from(rows);
-        let part = take_record_batch(batch, &indices)?;
-        out.push((PartitionKey::new(p, s, h), part));
-    }
+    let mut out: Vec<(PartitionKey, Vec<RecordBatch>)> = groups
+        .into_iter()
+        .map(|((p, s, h), slices)| (PartitionKey::new(p, s, h), slices))
+        .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
@@ -189,6 +197,64 @@ mod tests {
         assert_eq!(escape_partition_value("frontend-v1.2"), "frontend-v1.2");
         assert_eq!(escape_partition_value("../x"), "%2E.%2Fx");
         assert_eq!(escape_partition_value("a/b=c"), "a%2Fb%3Dc");
+    }
+
+    #[test]
+    fn split_keeps_runs_in_order_without_copying() {
+        use lighttrace_model::{Source, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
+        let mut builder = SpanBatchBuilder::new();
+        // Services a, a, b, a (next hour), a: four runs, three partitions.
+        let rows = [("a", 0), ("a", 0), ("b", 0), ("a", 1), ("a", 1)];
+        for (i, (service, hour)) in rows.iter().enumerate() {
+            builder.append(&SpanRecord {
+                project: "p",
+                trace_id: [1; 16],
+                span_id: [i as u8 + 1; 8],
+                parent_span_id: None,
+                trace_state: None,
+                service_name: service,
+                name: "op",
+                kind: SpanKind::Server,
+                start_time_ns: hour * NANOS_PER_HOUR + i as i64,
+                end_time_ns: hour * NANOS_PER_HOUR + 10,
+                status_code: StatusCode::Unset,
+                status_message: None,
+                attributes: &[],
+                resource_attributes: &[],
+                scope_name: None,
+                scope_version: None,
+                events: &[],
+                links: &[],
+                source: Source::Otlp,
+            });
+        }
+        let batch = builder.finish();
+        let parts = split_by_partition(&batch).unwrap();
+        let summary: Vec<(String, i64, Vec<usize>)> = parts
+            .iter()
+            .map(|(k, slices)| {
+                (
+                    k.service.to_string(),
+                    k.hour,
+                    slices.iter().map(|s| s.num_rows()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a".to_string(), 0, vec![2]),
+                ("a".to_string(), 1, vec![2]),
+                ("b".to_string(), 0, vec![1]),
+            ]
+        );
+        let first = batch.column(2).to_data();
+        let slice = parts[0].1[0].column(2).to_data();
+        assert_eq!(
+            first.buffers()[1].as_ptr(),
+            slice.buffers()[1].as_ptr(),
+            "no copy"
+        );
     }
 
     #[test]

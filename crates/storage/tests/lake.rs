@@ -114,7 +114,9 @@ async fn writes_are_visible_at_once_and_after_flush_and_restart() {
     assert_eq!(visible_span_ids(&lake).await, ids, "read-your-writes");
     assert_eq!(lake.snapshot().files.len(), 0);
 
+    assert!(lake.stats().buffered_bytes > 0);
     lake.flush_all().await.unwrap();
+    assert_eq!(lake.stats().buffered_bytes, 0, "flushed memory is released");
     let snapshot = lake.snapshot();
     assert!(snapshot.buffered.is_empty());
     assert_eq!(snapshot.files.len(), 2);
@@ -251,6 +253,7 @@ async fn a_cancelled_flush_loses_and_duplicates_nothing() {
     }
     lake.flush_all().await.unwrap();
     assert!(lake.snapshot().buffered.is_empty());
+    assert_eq!(lake.stats().buffered_bytes, 0);
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 800)]));
     drop(lake);
     let lake = Lake::open(config(dir.path())).await.unwrap();
