@@ -105,7 +105,7 @@ fn expected_ids(ranges: &[(u64, u64)]) -> HashMap<String, usize> {
 #[tokio::test]
 async fn writes_are_visible_at_once_and_after_flush_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     lake.write(spans("p1", "frontend", 0, 0, 10)).await.unwrap();
     lake.write(spans("p1", "../evil/x=y", 1, 10, 5))
         .await
@@ -141,7 +141,7 @@ async fn writes_are_visible_at_once_and_after_flush_and_restart() {
     lake.shutdown().await.unwrap();
     drop(lake);
 
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     let ids = expected_ids(&[(0, 10), (10, 5), (100, 3)]);
     assert_eq!(visible_span_ids(&lake).await, ids, "after restart");
     assert!(
@@ -153,7 +153,7 @@ async fn writes_are_visible_at_once_and_after_flush_and_restart() {
 #[tokio::test]
 async fn crash_replays_unflushed_spans_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     // One request spanning two partitions; only one of them gets flushed before
     // the crash, so replay must skip exactly that part.
     let mixed = arrow::compute::concat_batches(
@@ -169,23 +169,23 @@ async fn crash_replays_unflushed_spans_exactly_once() {
     // Crash: no shutdown, no flush.
     drop(lake);
 
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     let ids = expected_ids(&[(0, 20)]);
     assert_eq!(visible_span_ids(&lake).await, ids);
     // Crash again after flushing only part of the replayed data.
     lake.write(spans("p", "d", 0, 20, 4)).await.unwrap();
     drop(lake);
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     lake.flush_all().await.unwrap();
     drop(lake);
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 24)]));
 }
 
 #[tokio::test]
 async fn torn_wal_tail_keeps_the_intact_records() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     for i in 0..5 {
         lake.write(spans("p", "a", 0, i * 10, 10)).await.unwrap();
     }
@@ -203,12 +203,12 @@ async fn torn_wal_tail_keeps_the_intact_records() {
     file.set_len(len - 100).unwrap();
     drop(file);
 
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 40)]));
     // New writes continue after the damage and survive another restart.
     lake.write(spans("p", "a", 0, 1000, 2)).await.unwrap();
     drop(lake);
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     assert_eq!(
         visible_span_ids(&lake).await,
         expected_ids(&[(0, 40), (1000, 2)])
@@ -240,7 +240,7 @@ async fn full_buffers_refuse_writes_until_flushed() {
 #[tokio::test]
 async fn a_cancelled_flush_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     for i in 0..8u64 {
         let service = ["a", "b", "c", "d"][i as usize % 4];
         lake.write(spans("p", service, 0, i * 100, 100))
@@ -256,7 +256,7 @@ async fn a_cancelled_flush_loses_and_duplicates_nothing() {
     assert_eq!(lake.stats().buffered_bytes, 0);
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 800)]));
     drop(lake);
-    let lake = Lake::open(config(dir.path())).await.unwrap();
+    let lake = reopen(&config(dir.path())).await;
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 800)]));
 }
 
@@ -283,7 +283,7 @@ async fn shutdown_during_background_flushes_flushes_everything() {
         .filter(|&len| len > lighttrace_storage::wal::SEGMENT_HEADER_LEN)
         .count();
     assert_eq!(wal_records, 0, "the WAL is trimmed after a clean shutdown");
-    let lake = Lake::open(cfg).await.unwrap();
+    let lake = reopen(&cfg).await;
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 2000)]));
 }
 
@@ -312,6 +312,18 @@ async fn background_flusher_flushes_by_age() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 10)]));
+}
+
+/// Opens again after the previous handle was dropped; its background flusher may
+/// hold the last reference (and so the directory lock) a moment longer.
+async fn reopen(cfg: &StorageConfig) -> Arc<Lake> {
+    for _ in 0..500 {
+        match Lake::open(cfg.clone()).await {
+            Err(StorageError::Locked { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the data directory stayed locked");
 }
 
 #[derive(Debug, Clone)]
@@ -364,13 +376,13 @@ proptest! {
                     Op::Crash => {
                         drop(current);
                         drop(lake.take());
-                        lake = Some(Lake::open(cfg.clone()).await.unwrap());
+                        lake = Some(reopen(&cfg).await);
                     }
                     Op::Restart => {
                         current.shutdown().await.unwrap();
                         drop(current);
                         drop(lake.take());
-                        lake = Some(Lake::open(cfg.clone()).await.unwrap());
+                        lake = Some(reopen(&cfg).await);
                     }
                 }
                 let seen = visible_span_ids(lake.as_ref().unwrap()).await;
