@@ -46,6 +46,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // mimalloc reads its options when it first needs them, after this point.
+    // Returning freed pages to the OS after 10 ms (its default) made ingest fault
+    // the same memory back in over and over: a third of server CPU went to the
+    // kernel zeroing pages. One second keeps them for reuse (benches/RESULTS.md).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("MIMALLOC_PURGE_DELAY", "1000") };
+    }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
