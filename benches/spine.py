@@ -143,7 +143,7 @@ def bench_ingest(workdir, traces, results):
 
 def bench_lookup(workdir, lookup_spans, results):
     data = os.path.join(workdir, "lookup")
-    traces = max(1, lookup_spans // 15)
+    traces = max(1, lookup_spans // 9)  # hipster-shop averages about 9.7 spans per trace
     t0 = time.time()
     out = subprocess.run([BIN, "gen", "--topology", TOPOLOGY, "--traces", str(traces), "--seed", "11",
                           "--data", data, "--no-progress", "--json"], check=True, capture_output=True, text=True)
@@ -177,13 +177,15 @@ def main():
     parser.add_argument("--lookup-spans", type=int, default=10_000_000)
     parser.add_argument("--out")
     parser.add_argument("--skip-lookup", action="store_true")
+    parser.add_argument("--skip-ingest", action="store_true")
     args = parser.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"{BIN} missing: cargo build --release -p lighttrace-cli")
     workdir = tempfile.mkdtemp(prefix="lighttrace-bench-")
     results = []
     try:
-        bench_ingest(workdir, args.traces, results)
+        if not args.skip_ingest:
+            bench_ingest(workdir, args.traces, results)
         if not args.skip_lookup:
             bench_lookup(workdir, args.lookup_spans, results)
     finally:
@@ -191,7 +193,7 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     header = (f"\n## {time.strftime('%Y-%m-%d')} — {platform.node()}, {os.cpu_count()} cores ({cpu}), "
               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB\n\n"
-              f"`python3 benches/spine.py --traces {args.traces} --lookup-spans {args.lookup_spans}`\n\n"
+              f"`python3 benches/spine.py {' '.join(sys.argv[1:])}`\n\n"
               "| measurement | result |\n|---|---|\n")
     text = header + "".join(f"| {k} | {v} |\n" for k, v in results)
     print(text)

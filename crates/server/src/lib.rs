@@ -12,8 +12,8 @@
 //! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
 //! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
 //!
-//! Requests are for the project [`DEFAULT_PROJECT`] until authentication exists:
-//! spans are written to it and SQL reads only it.
+//! Authentication does not exist yet: spans are written to the project
+//! [`DEFAULT_PROJECT`] and SQL reads every project.
 //!
 //! # Status codes
 //!
