@@ -61,11 +61,12 @@ echo "==> the slowest trace, $SLOW, as a waterfall (offset and duration in ms)"
 "$BIN" sql --server "$SERVER" "
 WITH RECURSIVE tree AS (
   SELECT span_id, parent_span_id, service_name, name, kind, start_time, duration_ns, status_code,
-         0 AS depth, CAST(span_id AS VARCHAR) AS path
+         0 AS depth, CAST(CAST(start_time AS BIGINT) AS VARCHAR) || span_id AS path
   FROM spans WHERE trace_id = '$SLOW' AND parent_span_id IS NULL
   UNION ALL
   SELECT s.span_id, s.parent_span_id, s.service_name, s.name, s.kind, s.start_time, s.duration_ns,
-         s.status_code, t.depth + 1, t.path || '/' || s.span_id
+         s.status_code, t.depth + 1,
+         t.path || '/' || CAST(CAST(s.start_time AS BIGINT) AS VARCHAR) || s.span_id
   FROM spans s JOIN tree t ON s.parent_span_id = t.span_id
   WHERE s.trace_id = '$SLOW'
 )
