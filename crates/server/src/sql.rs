@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 use lighttrace_query::ProjectScope;
 use serde::Deserialize;
 
+use crate::Shared;
 use crate::body::{BodyLimits, read_body};
 use crate::encode::{ARROW_STREAM_CONTENT_TYPE, ipc_stream, json_rows};
 use crate::error::ApiError;
-use crate::Shared;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
