@@ -15,7 +15,10 @@ use crate::r#gen::{GenArgs, Generator, build_generator};
 /// Writes the traces `args` describe into the lake at `data`, then flushes it.
 pub async fn write(args: &GenArgs, data: &Path) -> anyhow::Result<()> {
     let mut generator = build_generator(args)?;
-    let lake = Lake::open(StorageConfig::new(data))
+    let mut config = StorageConfig::new(data);
+    // A server may have left logged requests in this directory's WAL.
+    config.wal_decoder = Some(lighttrace_server::wal_decoder());
+    let lake = Lake::open(config)
         .await
         .with_context(|| format!("cannot open the lake in {}", data.display()))?;
     let started = Instant::now();

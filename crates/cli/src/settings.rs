@@ -245,6 +245,8 @@ impl Settings {
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let mut storage = StorageConfig::new(data);
+        // The receivers log requests in the WAL; replay decodes them with this.
+        storage.wal_decoder = Some(lighttrace_server::wal_decoder());
         if let Some(store) = args.store.or(file.store) {
             storage.store = StoreLocation::Url(store);
         }

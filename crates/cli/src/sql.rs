@@ -81,6 +81,7 @@ async fn query_data_dir(
         bail!("--data {}: no such directory", data.display());
     }
     let mut config = StorageConfig::new(&data);
+    config.wal_decoder = Some(lighttrace_server::wal_decoder());
     if let Some(store) = &args.store {
         config.store = StoreLocation::Url(store.clone());
     }

@@ -68,6 +68,7 @@ mod sql;
 
 pub use encode::ARROW_STREAM_CONTENT_TYPE;
 pub use error::ApiError;
+pub use otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder, wal_decoder};
 
 /// The project of every request until authentication exists.
 pub const DEFAULT_PROJECT: &str = "default";

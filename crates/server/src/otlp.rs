@@ -13,6 +13,7 @@
 //!    durable and visible, and only then is the request answered 200, with
 //!    `partialSuccess` counting the invalid ones.
 
+use arrow::array::RecordBatch;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use lighttrace_ingest::{
     DecodedSpans, IngestError, OtlpEncoding, decode_otlp_traces, decompress, encode_traces_response,
 };
+use lighttrace_storage::WalRecordDecoder;
 
 use crate::body::{BodyLimits, read_body};
 use crate::error::{ApiError, ErrorFormat};
@@ -169,13 +171,16 @@ async fn ingest(
             .map_err(|err| ApiError::internal("OTLP decode task failed", err))??
     };
 
-    let DecodedSpans {
-        batch,
-        accepted,
-        rejected,
-        rejection_message,
-        ..
-    } = decoded;
+    let (
+        DecodedSpans {
+            batch,
+            accepted,
+            rejected,
+            rejection_message,
+            ..
+        },
+        wal_record,
+    ) = decoded;
     if accepted == 0 && rejected > 0 {
         // Nothing to keep: the request as a whole is invalid (OTLP: 400, not a
         // partial success).
@@ -185,7 +190,15 @@ async fn ingest(
         )));
     }
     if batch.num_rows() > 0 {
-        shared.state.lake.write(batch).await?;
+        let lake = &shared.state.lake;
+        if lake.config().wal_decoder.is_some() {
+            // The WAL keeps the (decompressed) request, a fraction of the Arrow
+            // data's size; replay decodes it again with `OtlpWalDecoder`.
+            lake.write_logged(batch, OTLP_TRACES_WAL_KIND, &wal_record)
+                .await?;
+        } else {
+            lake.write(batch).await?;
+        }
     }
     tracing::debug!(accepted, rejected, "OTLP traces ingested");
 
@@ -202,14 +215,71 @@ async fn ingest(
         .into_response())
 }
 
+/// Decodes the request; also returns its WAL record (see [`OtlpWalDecoder`]).
 fn decode(
     body: &Bytes,
     content_encoding: Option<&str>,
     max_decompressed: usize,
     encoding: Encoding,
-) -> Result<DecodedSpans, IngestError> {
+) -> Result<(DecodedSpans, Vec<u8>), IngestError> {
     let raw = decompress(body, content_encoding, max_decompressed)?;
-    decode_otlp_traces(&raw, encoding.ingest(), DEFAULT_PROJECT)
+    let decoded = decode_otlp_traces(&raw, encoding.ingest(), DEFAULT_PROJECT)?;
+    Ok((
+        decoded,
+        encode_wal_record(encoding.ingest(), DEFAULT_PROJECT, &raw),
+    ))
+}
+
+/// WAL record kind of an OTLP trace export request.
+pub const OTLP_TRACES_WAL_KIND: u8 = 16;
+
+/// `[encoding: 0 protobuf, 1 JSON][project length: u16 LE][project][request bytes]`.
+fn encode_wal_record(encoding: OtlpEncoding, project: &str, request: &[u8]) -> Vec<u8> {
+    let project = &project.as_bytes()[..project.len().min(u16::MAX as usize)];
+    let mut out = Vec::with_capacity(3 + project.len() + request.len());
+    out.push(match encoding {
+        OtlpEncoding::Protobuf => 0,
+        OtlpEncoding::Json => 1,
+    });
+    out.extend_from_slice(&(project.len() as u16).to_le_bytes());
+    out.extend_from_slice(project);
+    out.extend_from_slice(request);
+    out
+}
+
+/// Replays the OTLP requests the receiver logged in the WAL: decoding is
+/// deterministic, so replay yields the rows the request was acknowledged with.
+pub struct OtlpWalDecoder;
+
+impl WalRecordDecoder for OtlpWalDecoder {
+    fn decode(&self, kind: u8, body: &[u8]) -> Result<RecordBatch, String> {
+        if kind != OTLP_TRACES_WAL_KIND {
+            return Err(format!("unknown WAL record kind {kind}"));
+        }
+        let (&encoding, rest) = body.split_first().ok_or("empty OTLP WAL record")?;
+        let encoding = match encoding {
+            0 => OtlpEncoding::Protobuf,
+            1 => OtlpEncoding::Json,
+            other => return Err(format!("unknown OTLP encoding {other} in WAL record")),
+        };
+        let len = rest
+            .get(..2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .ok_or("truncated OTLP WAL record")?;
+        let project = rest
+            .get(2..2 + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or("bad project in OTLP WAL record")?;
+        let request = &rest[2 + len..];
+        decode_otlp_traces(request, encoding, project)
+            .map(|decoded| decoded.batch)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The decoder a lake written by this server needs (`StorageConfig::wal_decoder`).
+pub fn wal_decoder() -> std::sync::Arc<dyn WalRecordDecoder> {
+    std::sync::Arc::new(OtlpWalDecoder)
 }
 
 #[cfg(test)]
@@ -223,6 +293,25 @@ mod tests {
             HeaderValue::from_str(content_type).unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn wal_records_decode_back_to_the_same_rows() {
+        let json = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"op","startTimeUnixNano":"1714564800000000000","endTimeUnixNano":"1714564800000000005"}]}]}]}"#;
+        let direct = decode_otlp_traces(json, OtlpEncoding::Json, "p7")
+            .unwrap()
+            .batch;
+        let record = encode_wal_record(OtlpEncoding::Json, "p7", json);
+        let replayed = OtlpWalDecoder
+            .decode(OTLP_TRACES_WAL_KIND, &record)
+            .unwrap();
+        assert_eq!(replayed, direct);
+        assert!(OtlpWalDecoder.decode(1, &record).is_err());
+        assert!(
+            OtlpWalDecoder
+                .decode(OTLP_TRACES_WAL_KIND, &record[..2])
+                .is_err()
+        );
     }
 
     #[test]

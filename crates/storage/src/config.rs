@@ -52,7 +52,15 @@ impl Default for ParquetOptions {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Turns a WAL record that a receiver logged in its own format (see
+/// [`Lake::write_logged`](crate::Lake::write_logged)) back into the `spans` batch
+/// it produced. Must be deterministic: replay relies on getting the same rows.
+pub trait WalRecordDecoder: Send + Sync {
+    /// `kind` is the record's kind byte (≥ 16), `body` what the receiver logged.
+    fn decode(&self, kind: u8, body: &[u8]) -> std::result::Result<RecordBatch, String>;
+}
+
+#[derive(Clone)]
 pub struct StorageConfig {
     /// Local directory: the WAL always lives here, and the lake too by default.
     pub data_dir: PathBuf,
@@ -66,6 +74,24 @@ pub struct StorageConfig {
     /// Start a new WAL segment past this size.
     pub wal_segment_bytes: u64,
     pub parquet: ParquetOptions,
+    /// Decoder for WAL records logged by receivers in their own format; needed to
+    /// open a lake whose WAL holds such records.
+    pub wal_decoder: Option<Arc<dyn WalRecordDecoder>>,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("data_dir", &self.data_dir)
+            .field("store", &self.store)
+            .field("flush_partition_bytes", &self.flush_partition_bytes)
+            .field("flush_max_age", &self.flush_max_age)
+            .field("buffer_max_bytes", &self.buffer_max_bytes)
+            .field("wal_segment_bytes", &self.wal_segment_bytes)
+            .field("parquet", &self.parquet)
+            .field("wal_decoder", &self.wal_decoder.is_some())
+            .finish()
+    }
 }
 
 impl StorageConfig {
@@ -78,12 +104,14 @@ impl StorageConfig {
             buffer_max_bytes: 512 << 20,
             wal_segment_bytes: 64 << 20,
             parquet: ParquetOptions::default(),
+            wal_decoder: None,
         }
     }
 }
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;

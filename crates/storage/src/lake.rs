@@ -102,8 +102,23 @@ fn encode_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode_ipc(payload: &[u8]) -> Result<Vec<RecordBatch>> {
+/// Kind bytes from this value up are receivers' own formats ([`Lake::write_logged`]).
+pub const FIRST_RECEIVER_KIND: u8 = 16;
+
+fn decode_record(
+    payload: &[u8],
+    decoder: Option<&dyn crate::WalRecordDecoder>,
+) -> Result<Vec<RecordBatch>> {
     match payload.split_first() {
+        Some((&kind, body)) if kind >= FIRST_RECEIVER_KIND => {
+            let decoder = decoder.ok_or_else(|| {
+                StorageError::Wal(format!(
+                    "WAL record of kind {kind} needs a decoder (StorageConfig::wal_decoder)"
+                ))
+            })?;
+            let batch = decoder.decode(kind, body).map_err(StorageError::Wal)?;
+            Ok(vec![batch])
+        }
         Some((&KIND_SPANS_IPC, body)) => {
             let reader = StreamReader::try_new(body, None)?;
             let mut batches = Vec::new();
@@ -181,7 +196,20 @@ fn replay_wal(
         for record in records {
             records_read += 1;
             recovered.max_seq = recovered.max_seq.max(record.seq);
-            let batches = match decode_ipc(&record.payload) {
+            if record
+                .payload
+                .first()
+                .is_some_and(|&k| k >= FIRST_RECEIVER_KIND)
+                && config.wal_decoder.is_none()
+            {
+                // A configuration error, not damage: refuse rather than drop data.
+                return Err(StorageError::Wal(format!(
+                    "WAL record {} was logged by a receiver and needs a decoder \
+                     (StorageConfig::wal_decoder) to be replayed",
+                    record.seq
+                )));
+            }
+            let batches = match decode_record(&record.payload, config.wal_decoder.as_deref()) {
                 Ok(batches) => batches,
                 Err(e) => {
                     tracing::warn!(segment = id, seq = record.seq, error = %e, "unreadable WAL record skipped");
@@ -336,6 +364,38 @@ impl Lake {
     /// [`StorageError::Overloaded`] when the buffers are at their memory bound;
     /// nothing is written then.
     pub async fn write(&self, batch: RecordBatch) -> Result<WriteReceipt> {
+        self.write_inner(batch, None).await
+    }
+
+    /// Like [`write`](Self::write), but the WAL keeps `body` (with kind byte
+    /// `kind`, at least [`FIRST_RECEIVER_KIND`]) instead of the batch itself: a
+    /// receiver logs the request it decoded, typically several times smaller than
+    /// the Arrow data, and [`StorageConfig::wal_decoder`](crate::StorageConfig)
+    /// decodes it again on replay.
+    pub async fn write_logged(
+        &self,
+        batch: RecordBatch,
+        kind: u8,
+        body: &[u8],
+    ) -> Result<WriteReceipt> {
+        if kind < FIRST_RECEIVER_KIND {
+            return Err(StorageError::InvalidBatch(format!(
+                "WAL record kinds below {FIRST_RECEIVER_KIND} are reserved"
+            )));
+        }
+        if self.config.wal_decoder.is_none() {
+            return Err(StorageError::Config(
+                "write_logged needs StorageConfig::wal_decoder to replay its records".into(),
+            ));
+        }
+        self.write_inner(batch, Some((kind, body))).await
+    }
+
+    async fn write_inner(
+        &self,
+        batch: RecordBatch,
+        logged: Option<(u8, &[u8])>,
+    ) -> Result<WriteReceipt> {
         let wal = self.wal.as_ref().ok_or(StorageError::ReadOnly)?;
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(StorageError::ShuttingDown);
@@ -367,7 +427,15 @@ impl Lake {
             })
             .collect();
         drop(charge);
-        let payload = encode_ipc(&batch)?;
+        let payload = match logged {
+            Some((kind, body)) => {
+                let mut payload = Vec::with_capacity(body.len() + 1);
+                payload.push(kind);
+                payload.extend_from_slice(body);
+                payload
+            }
+            None => encode_ipc(&batch)?,
+        };
         let state = self.state.clone();
         let flush_bytes = self.config.flush_partition_bytes;
         let want_flush = Arc::new(AtomicBool::new(false));

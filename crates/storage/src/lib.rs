@@ -26,8 +26,10 @@ pub mod trace_filter;
 pub mod wal;
 
 pub use catalog::FileEntry;
-pub use config::{ParquetOptions, SortOrder, StorageConfig, StoreLocation};
+pub use config::{ParquetOptions, SortOrder, StorageConfig, StoreLocation, WalRecordDecoder};
 pub use error::{Result, StorageError};
 pub use flush::{EncodedFile, encode_partition};
-pub use lake::{BufferedPartition, Lake, LakeSnapshot, LakeStats, WriteReceipt};
+pub use lake::{
+    BufferedPartition, FIRST_RECEIVER_KIND, Lake, LakeSnapshot, LakeStats, WriteReceipt,
+};
 pub use partition::PartitionKey;

@@ -31,7 +31,9 @@
 //! payload         `length` bytes: a kind byte, then the body
 //! ```
 //!
-//! Kind 1 is a `spans` batch as an Arrow IPC stream.
+//! Kind 1 is a `spans` batch as an Arrow IPC stream. Kinds from 16 up are what a
+//! receiver logged in its own format (16: an OTLP trace export request, see
+//! `lighttrace-server`), decoded again on replay by `StorageConfig::wal_decoder`.
 //!
 //! # Recovery
 //!

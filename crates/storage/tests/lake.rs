@@ -287,6 +287,48 @@ async fn shutdown_during_background_flushes_flushes_everything() {
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 2000)]));
 }
 
+/// Logs `(first_id, n)` instead of the spans, like a receiver logging its request.
+struct RangeDecoder;
+
+impl lighttrace_storage::WalRecordDecoder for RangeDecoder {
+    fn decode(&self, kind: u8, body: &[u8]) -> Result<RecordBatch, String> {
+        assert_eq!(kind, 42);
+        let first = u64::from_le_bytes(body[..8].try_into().map_err(|_| "short")?);
+        let n = u64::from_le_bytes(body[8..16].try_into().map_err(|_| "short")?);
+        Ok(spans("p", "logged", 0, first, n))
+    }
+}
+
+#[tokio::test]
+async fn records_logged_by_a_receiver_replay_through_its_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.wal_decoder = Some(Arc::new(RangeDecoder));
+    let lake = reopen(&cfg).await;
+    for (first, n) in [(0u64, 10u64), (10, 5)] {
+        let body = [first.to_le_bytes(), n.to_le_bytes()].concat();
+        lake.write_logged(spans("p", "logged", 0, first, n), 42, &body)
+            .await
+            .unwrap();
+    }
+    assert!(
+        lake.write_logged(spans("p", "x", 0, 99, 1), 1, b"")
+            .await
+            .is_err(),
+        "reserved kind"
+    );
+    drop(lake);
+    // Without the decoder the records cannot be replayed: refuse to open.
+    match reopen_result(&config(dir.path())).await {
+        Err(StorageError::Wal(message)) => {
+            assert!(message.contains("needs a decoder"), "{message}")
+        }
+        other => panic!("expected a WAL error, got {:?}", other.map(|_| ())),
+    }
+    let lake = reopen(&cfg).await;
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 15)]));
+}
+
 #[tokio::test]
 async fn second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,14 +358,18 @@ async fn background_flusher_flushes_by_age() {
 
 /// Opens again after the previous handle was dropped; its background flusher may
 /// hold the last reference (and so the directory lock) a moment longer.
-async fn reopen(cfg: &StorageConfig) -> Arc<Lake> {
+async fn reopen_result(cfg: &StorageConfig) -> Result<Arc<Lake>, StorageError> {
     for _ in 0..500 {
         match Lake::open(cfg.clone()).await {
             Err(StorageError::Locked { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
-            other => return other.unwrap(),
+            other => return other,
         }
     }
     panic!("the data directory stayed locked");
+}
+
+async fn reopen(cfg: &StorageConfig) -> Arc<Lake> {
+    reopen_result(cfg).await.unwrap()
 }
 
 #[derive(Debug, Clone)]
