@@ -46,13 +46,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // mimalloc reads its options when it first needs them, after this point.
-    // Returning freed pages to the OS after 10 ms (its default) made ingest fault
-    // the same memory back in over and over: a third of server CPU went to the
-    // kernel zeroing pages. One second keeps them for reuse (benches/RESULTS.md).
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: no other thread exists yet.
-        unsafe { std::env::set_var("MIMALLOC_PURGE_DELAY", "1000") };
+    // Transparent huge pages made each fresh 2 MiB of buffer memory cost a 2 MiB
+    // zeroing fault: a quarter of ingest CPU went to the kernel clearing pages
+    // (perf; benches/RESULTS.md). The buffers are short-lived and churn, so this
+    // process does without them.
+    // SAFETY: prctl with integer arguments only; it touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
