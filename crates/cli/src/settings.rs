@@ -248,6 +248,16 @@ impl Settings {
         // The receivers log requests in the WAL; replay decodes them with this.
         storage.wal_decoder = Some(lighttrace_server::wal_decoder());
         if let Some(store) = args.store.or(file.store) {
+            if store
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("memory:")
+            {
+                bail!(
+                    "--store {store:?}: an in-memory store loses every flushed span on \
+                     restart (the WAL is trimmed behind flushes); use a directory or a bucket"
+                );
+            }
             storage.store = StoreLocation::Url(store);
         }
         if let Some(age) = args.flush_max_age.or(file.flush_max_age) {
@@ -420,6 +430,16 @@ fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_in_memory_store_is_refused() {
+        let args = ServeArgs {
+            store: Some("memory:///".into()),
+            ..ServeArgs::default()
+        };
+        let err = Settings::resolve(args).unwrap_err().to_string();
+        assert!(err.contains("in-memory store"), "{err}");
+    }
 
     #[test]
     fn the_shipped_example_config_loads() {

@@ -191,10 +191,10 @@ async fn ingest(
     }
     if batch.num_rows() > 0 {
         let lake = &shared.state.lake;
-        if lake.config().wal_decoder.is_some() {
+        if let (Some(record), true) = (&wal_record, lake.config().wal_decoder.is_some()) {
             // The WAL keeps the (decompressed) request, a fraction of the Arrow
             // data's size; replay decodes it again with `OtlpWalDecoder`.
-            lake.write_logged(batch, OTLP_TRACES_WAL_KIND, &wal_record)
+            lake.write_logged(batch, OTLP_TRACES_WAL_KIND, record)
                 .await?;
         } else {
             lake.write(batch).await?;
@@ -221,7 +221,7 @@ fn decode(
     content_encoding: Option<&str>,
     max_decompressed: usize,
     encoding: Encoding,
-) -> Result<(DecodedSpans, Vec<u8>), IngestError> {
+) -> Result<(DecodedSpans, Option<Vec<u8>>), IngestError> {
     let raw = decompress(body, content_encoding, max_decompressed)?;
     let decoded = decode_otlp_traces(&raw, encoding.ingest(), DEFAULT_PROJECT)?;
     Ok((
@@ -233,9 +233,14 @@ fn decode(
 /// WAL record kind of an OTLP trace export request.
 pub const OTLP_TRACES_WAL_KIND: u8 = 16;
 
-/// `[encoding: 0 protobuf, 1 JSON][project length: u16 LE][project][request bytes]`.
-fn encode_wal_record(encoding: OtlpEncoding, project: &str, request: &[u8]) -> Vec<u8> {
-    let project = &project.as_bytes()[..project.len().min(u16::MAX as usize)];
+/// `[encoding: 0 protobuf, 1 JSON][project length: u16 LE][project][request bytes]`;
+/// `None` for a project name too long for its length field (the batch is then
+/// logged as Arrow instead).
+fn encode_wal_record(encoding: OtlpEncoding, project: &str, request: &[u8]) -> Option<Vec<u8>> {
+    let project = project.as_bytes();
+    if project.len() > u16::MAX as usize {
+        return None;
+    }
     let mut out = Vec::with_capacity(3 + project.len() + request.len());
     out.push(match encoding {
         OtlpEncoding::Protobuf => 0,
@@ -244,7 +249,7 @@ fn encode_wal_record(encoding: OtlpEncoding, project: &str, request: &[u8]) -> V
     out.extend_from_slice(&(project.len() as u16).to_le_bytes());
     out.extend_from_slice(project);
     out.extend_from_slice(request);
-    out
+    Some(out)
 }
 
 /// Replays the OTLP requests the receiver logged in the WAL: decoding is
@@ -301,7 +306,8 @@ mod tests {
         let direct = decode_otlp_traces(json, OtlpEncoding::Json, "p7")
             .unwrap()
             .batch;
-        let record = encode_wal_record(OtlpEncoding::Json, "p7", json);
+        let record = encode_wal_record(OtlpEncoding::Json, "p7", json).unwrap();
+        assert!(encode_wal_record(OtlpEncoding::Json, &"p".repeat(70_000), json).is_none());
         let replayed = OtlpWalDecoder
             .decode(OTLP_TRACES_WAL_KIND, &record)
             .unwrap();

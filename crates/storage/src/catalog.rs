@@ -239,6 +239,8 @@ impl CatalogState {
 /// Reads and writes the catalog objects.
 pub struct CatalogStore {
     store: Arc<dyn ObjectStore>,
+    /// Set for a local store: every object written is fsynced before returning.
+    local_root: Option<std::path::PathBuf>,
 }
 
 fn commit_path(version: u64) -> ObjectPath {
@@ -263,7 +265,30 @@ async fn get_optional(store: &dyn ObjectStore, path: &ObjectPath) -> Result<Opti
 
 impl CatalogStore {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        CatalogStore { store }
+        CatalogStore {
+            store,
+            local_root: None,
+        }
+    }
+
+    /// A catalog on a local store rooted at `root`: writes are fsynced.
+    pub fn new_local(store: Arc<dyn ObjectStore>, root: Option<std::path::PathBuf>) -> Self {
+        CatalogStore {
+            store,
+            local_root: root,
+        }
+    }
+
+    async fn put_durable(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.store.put(path, PutPayload::from(bytes)).await?;
+        if let Some(root) = &self.local_root {
+            let root = root.clone();
+            let location = path.to_string();
+            tokio::task::spawn_blocking(move || crate::config::sync_local(&root, &location))
+                .await
+                .map_err(|e| StorageError::Catalog(format!("fsync task failed: {e}")))??;
+        }
+        Ok(())
     }
 
     pub async fn load(&self) -> Result<CatalogState> {
@@ -333,9 +358,7 @@ impl CatalogStore {
         })
         .map_err(|e| StorageError::Catalog(e.to_string()))?;
         let object = encode_object(KIND_COMMIT, version, &payload);
-        self.store
-            .put(&commit_path(version), PutPayload::from(object))
-            .await?;
+        self.put_durable(&commit_path(version), object).await?;
         Ok(())
     }
 
@@ -351,16 +374,13 @@ impl CatalogStore {
         })
         .map_err(|e| StorageError::Catalog(e.to_string()))?;
         let object = encode_object(KIND_CHECKPOINT, state.version, &payload);
-        self.store
-            .put(&checkpoint_path(state.version), PutPayload::from(object))
+        self.put_durable(&checkpoint_path(state.version), object)
             .await?;
         let pointer = serde_json::to_vec(&LastCheckpointJson {
             version: state.version,
         })
         .map_err(|e| StorageError::Catalog(e.to_string()))?;
-        self.store
-            .put(&last_checkpoint_path(), PutPayload::from(pointer))
-            .await?;
+        self.put_durable(&last_checkpoint_path(), pointer).await?;
         // Best effort: leftovers only cost space, never correctness.
         for version in previous.saturating_add(1)..=state.version {
             let _ = self.store.delete(&commit_path(version)).await;

@@ -120,6 +120,37 @@ use object_store::prefix::PrefixStore;
 
 use crate::error::{Result, StorageError};
 
+/// The local directory behind the lake's object store, when it is local. Objects
+/// written there are fsynced (with their folders) by [`sync_local`]: the local
+/// object store only renames a temporary file into place.
+pub(crate) fn local_root(config: &StorageConfig) -> Option<PathBuf> {
+    match &config.store {
+        StoreLocation::DataDir => Some(config.data_dir.clone()),
+        StoreLocation::Url(text) => {
+            let url = url::Url::parse(text).ok()?;
+            (url.scheme() == "file")
+                .then(|| url.to_file_path().ok())
+                .flatten()
+        }
+    }
+}
+
+/// Makes an object written under a local root durable: fsyncs the file, then each
+/// folder from its parent up to the root (new partition folders included).
+pub(crate) fn sync_local(root: &std::path::Path, location: &str) -> std::io::Result<()> {
+    let path = root.join(location);
+    std::fs::File::open(&path)?.sync_all()?;
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 /// Builds the object store the lake lives in, rooted at the lake root.
 ///
 /// `s3://bucket/prefix` takes credentials, region and endpoint from the usual

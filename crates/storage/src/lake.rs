@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::buffer::{Buffered, MemoryCharge, PartitionBuffer};
 use crate::catalog::{CHECKPOINT_INTERVAL, CatalogState, CatalogStore, FileEntry};
-use crate::config::{StorageConfig, build_store};
+use crate::config::{StorageConfig, build_store, local_root, sync_local};
 use crate::error::{Result, StorageError};
 use crate::flush::encode_partition;
 use crate::partition::{PartitionKey, split_by_partition};
@@ -165,25 +165,24 @@ struct Recovered {
 }
 
 /// Replays the WAL into buffers, skipping rows already in committed files.
-fn replay_wal(
-    config: &StorageConfig,
-    catalog: &CatalogState,
-    quiet_tail: bool,
-) -> Result<Recovered> {
-    let counter = Arc::new(AtomicUsize::new(0));
+/// The intact records of every WAL segment, oldest first.
+type WalContents = Vec<(u64, Option<u64>, Vec<wal::WalRecord>)>;
+
+/// Reads the WAL. A segment deleted while we read (a live server trimming behind a
+/// read-only reader) is skipped: its records were flushed before it was deleted.
+fn read_wal(config: &StorageConfig, quiet_tail: bool) -> Result<WalContents> {
     let dir = config.data_dir.join("wal");
-    let watermarks = catalog.watermarks();
-    let mut recovered = Recovered {
-        partitions: HashMap::new(),
-        buffered_bytes: counter.clone(),
-        segments: Vec::new(),
-        max_seq: 0,
-    };
-    let (mut records_read, mut rows_replayed, mut rows_skipped) = (0usize, 0usize, 0usize);
     let ids = wal::list_segments(&dir)?;
     let last_id = ids.last().copied();
+    let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let (records, report) = wal::read_segment(&dir, id)?;
+        let (records, report) = match wal::read_segment(&dir, id) {
+            Ok(read) => read,
+            Err(StorageError::Io(e)) if quiet_tail && e.kind() == std::io::ErrorKind::NotFound => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         for problem in &report.problems {
             // A torn tail of the newest segment is what a crash mid-write leaves.
             if quiet_tail && Some(id) == last_id {
@@ -192,7 +191,28 @@ fn replay_wal(
                 tracing::warn!(segment = id, problem, "WAL damage found during recovery");
             }
         }
-        recovered.segments.push((id, report.last_seq));
+        out.push((id, report.last_seq, records));
+    }
+    Ok(out)
+}
+
+/// Replays WAL records into buffers, skipping rows already in committed files.
+fn replay_wal(
+    config: &StorageConfig,
+    catalog: &CatalogState,
+    contents: WalContents,
+) -> Result<Recovered> {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let watermarks = catalog.watermarks();
+    let mut recovered = Recovered {
+        partitions: HashMap::new(),
+        buffered_bytes: counter.clone(),
+        segments: Vec::new(),
+        max_seq: 0,
+    };
+    let (mut records_read, mut rows_replayed, mut rows_skipped) = (0usize, 0usize, 0usize);
+    for (id, last_seq, records) in contents {
+        recovered.segments.push((id, last_seq));
         for record in records {
             records_read += 1;
             recovered.max_seq = recovered.max_seq.max(record.seq);
@@ -209,13 +229,22 @@ fn replay_wal(
                     record.seq
                 )));
             }
-            let batches = match decode_record(&record.payload, config.wal_decoder.as_deref()) {
-                Ok(batches) => batches,
-                Err(e) => {
-                    tracing::warn!(segment = id, seq = record.seq, error = %e, "unreadable WAL record skipped");
-                    continue;
-                }
-            };
+            // An intact record (its checksum matched) that does not decode holds
+            // acknowledged spans: refuse to start rather than trim them away.
+            let batches =
+                decode_record(&record.payload, config.wal_decoder.as_deref()).map_err(|e| {
+                    StorageError::Wal(format!(
+                        "WAL record {} in segment {} cannot be decoded ({e}); move \
+                         {} aside to start without it",
+                        record.seq,
+                        id,
+                        config
+                            .data_dir
+                            .join("wal")
+                            .join(wal::segment_file_name(id))
+                            .display()
+                    ))
+                })?;
             for batch in batches {
                 let bytes = batch.get_array_memory_size();
                 counter.fetch_add(bytes, Ordering::AcqRel);
@@ -258,9 +287,10 @@ impl Lake {
     pub async fn open(config: StorageConfig) -> Result<Arc<Lake>> {
         let dir_lock = lock_data_dir(&config)?;
         let store = build_store(&config)?;
-        let catalog_store = CatalogStore::new(store.clone());
+        let catalog_store = CatalogStore::new_local(store.clone(), local_root(&config));
         let catalog = catalog_store.load().await?;
-        let recovered = replay_wal(&config, &catalog, false)?;
+        let contents = read_wal(&config, false)?;
+        let recovered = replay_wal(&config, &catalog, contents)?;
         let next_seq = recovered.max_seq.max(catalog.max_wal_seq()) + 1;
         let wal = Wal::start(
             &config.data_dir.join("wal"),
@@ -290,8 +320,21 @@ impl Lake {
     pub async fn open_read_only(config: StorageConfig) -> Result<Arc<Lake>> {
         let store = build_store(&config)?;
         let catalog_store = CatalogStore::new(store.clone());
-        let catalog = catalog_store.load().await?;
-        let recovered = replay_wal(&config, &catalog, true)?;
+        // A server may be flushing and trimming meanwhile: read the WAL first, then
+        // the catalog. A record flushed in between is then in both, and the
+        // catalog's watermarks skip it; a segment trimmed before we read it was
+        // flushed before that, so the catalog read afterwards has it.
+        let contents = read_wal(&config, true)?;
+        let mut attempts = 0;
+        let catalog = loop {
+            match catalog_store.load().await {
+                Ok(catalog) => break catalog,
+                // A checkpoint replaced (and its predecessors deleted) mid-read.
+                Err(StorageError::Catalog(_)) if attempts < 3 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let recovered = replay_wal(&config, &catalog, contents)?;
         Ok(Arc::new(Self::assemble(
             config,
             store,
@@ -653,17 +696,14 @@ impl Lake {
         let version = self.state.lock().expect("lake state lock").catalog.version + 1;
         let added: Vec<Arc<FileEntry>> = written.iter().map(|(_, f)| f.clone()).collect();
         if let Err(e) = self.catalog_store.commit(version, &added, &[]).await {
+            // The files stay: a failed PUT may still have stored the commit, which
+            // then names them (the next commit of this version replaces it).
             tracing::error!(error = %e, "catalog commit failed; flush will be retried");
             let mut state = self.state.lock().expect("lake state lock");
-            for (key, file) in &written {
+            for (key, _) in &written {
                 if let Some(p) = state.partitions.get_mut(key) {
                     p.abort_flush();
                 }
-                let store = self.store.clone();
-                let path = file.object_path();
-                tokio::spawn(async move {
-                    let _ = store.delete(&path).await;
-                });
             }
             return Err(e);
         }
@@ -729,6 +769,14 @@ impl Lake {
         self.store
             .put(&location, PutPayload::from(encoded.bytes))
             .await?;
+        // The WAL is trimmed once the catalog commit lands, so the file must be
+        // on disk first (a local store only renames a temporary file).
+        if let Some(root) = local_root(&self.config) {
+            let location = path.clone();
+            tokio::task::spawn_blocking(move || sync_local(&root, &location))
+                .await
+                .map_err(|e| StorageError::Wal(format!("fsync task failed: {e}")))??;
+        }
         Ok(FileEntry {
             path,
             size_bytes,

@@ -293,8 +293,13 @@ struct RangeDecoder;
 impl lighttrace_storage::WalRecordDecoder for RangeDecoder {
     fn decode(&self, kind: u8, body: &[u8]) -> Result<RecordBatch, String> {
         assert_eq!(kind, 42);
-        let first = u64::from_le_bytes(body[..8].try_into().map_err(|_| "short")?);
-        let n = u64::from_le_bytes(body[8..16].try_into().map_err(|_| "short")?);
+        let word = |range: std::ops::Range<usize>| {
+            body.get(range)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| "short record".to_string())
+        };
+        let (first, n) = (word(0..8)?, word(8..16)?);
         Ok(spans("p", "logged", 0, first, n))
     }
 }
@@ -327,6 +332,27 @@ async fn records_logged_by_a_receiver_replay_through_its_decoder() {
     }
     let lake = reopen(&cfg).await;
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 15)]));
+}
+
+/// An intact WAL record that no longer decodes holds acknowledged spans: opening
+/// must refuse (naming the segment) instead of skipping it and trimming it away.
+#[tokio::test]
+async fn an_undecodable_wal_record_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.wal_decoder = Some(Arc::new(RangeDecoder));
+    let lake = reopen(&cfg).await;
+    lake.write_logged(spans("p", "logged", 0, 0, 1), 42, b"short")
+        .await
+        .unwrap();
+    drop(lake);
+    match reopen_result(&cfg).await {
+        Err(StorageError::Wal(message)) => {
+            assert!(message.contains("cannot be decoded"), "{message}");
+            assert!(message.contains(".wal"), "names the segment: {message}");
+        }
+        other => panic!("expected a WAL error, got {:?}", other.map(|_| ())),
+    }
 }
 
 #[tokio::test]
