@@ -282,7 +282,21 @@ fn append_request(
     project: &str,
     budget: usize,
 ) -> Result<DecodedSpans, IngestError> {
-    let mut builder = SpanBatchBuilder::new();
+    // Size the Arrow buffers once instead of regrowing (and copying) them.
+    let (mut span_count, mut attribute_count) = (0usize, 0usize);
+    for resource_spans in &request.resource_spans {
+        let resource_attributes = resource_spans
+            .resource
+            .as_ref()
+            .map_or(0, |r| r.attributes.len());
+        for scope_spans in &resource_spans.scope_spans {
+            span_count += scope_spans.spans.len();
+            for span in &scope_spans.spans {
+                attribute_count += span.attributes.len() + resource_attributes;
+            }
+        }
+    }
+    let mut builder = SpanBatchBuilder::with_capacity(span_count, attribute_count);
     let mut rejections = Rejections::default();
     let mut accepted = 0usize;
     let mut expanded_bytes = 0usize;

@@ -167,7 +167,22 @@ impl Default for SpanBatchBuilder {
 
 impl SpanBatchBuilder {
     pub fn new() -> Self {
-        let ts = || TimestampNanosecondBuilder::new().with_timezone("UTC");
+        Self::with_capacity(0, 0)
+    }
+
+    /// A builder sized for `spans` spans with about `attributes` span and resource
+    /// attributes in all, so appending does not regrow (and copy) its buffers.
+    pub fn with_capacity(spans: usize, attributes: usize) -> Self {
+        let ts = || TimestampNanosecondBuilder::with_capacity(spans).with_timezone("UTC");
+        let strings = |bytes_each: usize| StringBuilder::with_capacity(spans, spans * bytes_each);
+        let map = |entries: usize| {
+            MapBuilder::with_capacity(
+                None,
+                StringBuilder::with_capacity(entries, entries * 16),
+                StringBuilder::with_capacity(entries, entries * 16),
+                spans,
+            )
+        };
         let events = StructBuilder::new(
             event_fields(),
             vec![
@@ -188,28 +203,28 @@ impl SpanBatchBuilder {
             ],
         );
         SpanBatchBuilder {
-            project: StringBuilder::new(),
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            parent_span_id: StringBuilder::new(),
-            trace_state: StringBuilder::new(),
-            service_name: StringBuilder::new(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
+            project: strings(8),
+            trace_id: strings(32),
+            span_id: strings(16),
+            parent_span_id: strings(16),
+            trace_state: strings(0),
+            service_name: strings(16),
+            name: strings(24),
+            kind: strings(6),
             start_time: ts(),
             end_time: ts(),
-            duration_ns: Int64Builder::new(),
-            status_code: StringBuilder::new(),
-            status_message: StringBuilder::new(),
-            attributes: new_map_builder(),
-            attribute_types: new_map_builder(),
-            resource_attributes: new_map_builder(),
-            resource_attribute_types: new_map_builder(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
-            events: ListBuilder::new(events),
-            links: ListBuilder::new(links),
-            source: StringBuilder::new(),
+            duration_ns: Int64Builder::with_capacity(spans),
+            status_code: strings(5),
+            status_message: strings(0),
+            attributes: map(attributes),
+            attribute_types: map(0),
+            resource_attributes: map(attributes),
+            resource_attribute_types: map(0),
+            scope_name: strings(16),
+            scope_version: strings(8),
+            events: ListBuilder::with_capacity(events, spans),
+            links: ListBuilder::with_capacity(links, spans),
+            source: strings(5),
             hex: String::with_capacity(32),
         }
     }
