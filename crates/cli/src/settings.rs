@@ -25,6 +25,7 @@
 //! max_body_bytes = "16MiB"            # largest request body on the wire
 //! max_decompressed_bytes = "64MiB"    # largest OTLP body once decompressed
 //! max_inflight_ingest = 32            # ingest requests handled at once; more get 503
+//! max_concurrent_queries = 4          # SQL queries run at once; more get 503
 //! body_read_timeout = "30s"           # a request body must arrive within this
 //! query_timeout = "30s"               # wall-clock limit of one SQL query
 //! query_memory_limit = "1GiB"         # memory limit of one SQL query
@@ -121,6 +122,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", env = "LIGHTTRACE_MAX_INFLIGHT_INGEST")]
     pub max_inflight_ingest: Option<usize>,
 
+    /// SQL queries run at once (each within --query-memory-limit); more are
+    /// answered 503 [default: 4].
+    #[arg(long, value_name = "N", env = "LIGHTTRACE_MAX_CONCURRENT_QUERIES")]
+    pub max_concurrent_queries: Option<usize>,
+
     /// A request body must have arrived within this time, else 503 [default: 30s].
     #[arg(long, value_name = "DURATION", env = "LIGHTTRACE_BODY_READ_TIMEOUT", value_parser = parse_duration)]
     pub body_read_timeout: Option<Duration>,
@@ -187,6 +193,8 @@ pub struct FileConfig {
     pub max_decompressed_bytes: Option<u64>,
     /// Ingest requests handled at once (`--max-inflight-ingest`).
     pub max_inflight_ingest: Option<usize>,
+    /// SQL queries run at once (`--max-concurrent-queries`).
+    pub max_concurrent_queries: Option<usize>,
     /// Deadline for a request body (`--body-read-timeout`).
     #[serde(default, deserialize_with = "de_duration")]
     pub body_read_timeout: Option<Duration>,
@@ -285,6 +293,12 @@ impl Settings {
                 bail!("max_inflight_ingest must be at least 1");
             }
             server.max_inflight_ingest = n;
+        }
+        if let Some(n) = args.max_concurrent_queries.or(file.max_concurrent_queries) {
+            if n == 0 {
+                bail!("max_concurrent_queries must be at least 1");
+            }
+            server.max_concurrent_queries = n;
         }
         if let Some(timeout) = args.body_read_timeout.or(file.body_read_timeout) {
             server.body_read_timeout = timeout;

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub overload_retry_after: Duration,
     /// Largest `POST /api/v1/sql` body.
     pub max_sql_bytes: usize,
+    /// SQL queries run at once; the next one is answered 503 at once. Each query
+    /// has its own memory limit, so this bounds the memory queries can take.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +105,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             overload_retry_after: Duration::from_secs(1),
             max_sql_bytes: 1 << 20,
+            max_concurrent_queries: 4,
         }
     }
 }
@@ -122,6 +126,7 @@ pub struct AppState {
 pub(crate) struct Shared {
     pub state: AppState,
     pub ingest_permits: Arc<Semaphore>,
+    pub query_permits: Arc<Semaphore>,
 }
 
 /// The router with every route, request tracing and panic recovery. Tests call
@@ -129,6 +134,7 @@ pub(crate) struct Shared {
 pub fn app(state: AppState) -> Router {
     let shared = Shared {
         ingest_permits: Arc::new(Semaphore::new(state.config.max_inflight_ingest.max(1))),
+        query_permits: Arc::new(Semaphore::new(state.config.max_concurrent_queries.max(1))),
         state,
     };
     Router::new()

@@ -53,6 +53,19 @@ pub(crate) async fn run_sql(
     // with it off DESIGN.md lets SQL read every project; the scope is still
     // enforced inside the table provider once keys exist.
     let scope = ProjectScope::All;
+    let _permit = shared
+        .query_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::overloaded(
+                format!(
+                    "too many SQL queries running (limit {}); retry later",
+                    shared.state.config.max_concurrent_queries
+                ),
+                shared.state.config.overload_retry_after,
+            )
+        })?;
     let output = shared.state.query.sql(&request.sql, &scope).await?;
 
     let arrow_stream = wants_arrow_stream(&headers);

@@ -169,3 +169,37 @@ async fn malformed_sql_requests_are_400() {
         assert!(reply.json()["error"].is_string(), "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_beyond_the_concurrency_limit_answer_503() {
+    let config = lighttrace_server::ServerConfig {
+        max_concurrent_queries: 1,
+        ..lighttrace_server::ServerConfig::default()
+    };
+    let app = std::sync::Arc::new(TestApp::with(|_| {}, config).await);
+    let slow = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            app.sql("SELECT count(*) FROM generate_series(1, 2000000000) AS t(x) WHERE x % 7 = 3")
+                .await
+                .status
+        })
+    };
+    let mut refused = None;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let reply = app.sql("SELECT 1").await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("a second query was never refused while the first ran");
+    assert!(
+        refused.text().contains("too many SQL queries"),
+        "{}",
+        refused.text()
+    );
+    assert!(refused.retry_after_secs().is_some_and(|s| s >= 1));
+    slow.abort();
+}
