@@ -22,6 +22,14 @@ pub(crate) struct BodyLimits {
 
 /// Collects `body`, failing with 413 past `max_bytes` (early, when the declared
 /// `Content-Length` is already too large) and with 503 past the deadline.
+/// The request's `Content-Length`, when it has a valid one.
+pub(crate) fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 pub(crate) async fn read_body(
     body: Body,
     content_length: Option<u64>,

@@ -24,7 +24,7 @@ use lighttrace_ingest::{
 };
 use lighttrace_storage::WalRecordDecoder;
 
-use crate::body::{BodyLimits, read_body};
+use crate::body::{BodyLimits, content_length, read_body};
 use crate::error::{ApiError, ErrorFormat};
 use crate::{DEFAULT_PROJECT, Shared};
 
@@ -135,13 +135,9 @@ async fn ingest(
                 .to_owned(),
         ),
     };
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let body = read_body(
         body,
-        content_length,
+        content_length(headers),
         BodyLimits {
             max_bytes: config.max_body_bytes,
             deadline: config.body_read_timeout,

@@ -8,7 +8,7 @@ use lighttrace_query::ProjectScope;
 use serde::Deserialize;
 
 use crate::Shared;
-use crate::body::{BodyLimits, read_body};
+use crate::body::{BodyLimits, content_length, read_body};
 use crate::encode::{ARROW_STREAM_CONTENT_TYPE, ipc_stream, json_rows};
 use crate::error::ApiError;
 
@@ -26,13 +26,9 @@ pub(crate) async fn run_sql(
     body: Body,
 ) -> Result<Response, ApiError> {
     let config = &shared.state.config;
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let body = read_body(
         body,
-        content_length,
+        content_length(&headers),
         BodyLimits {
             max_bytes: config.max_sql_bytes,
             deadline: config.body_read_timeout,
