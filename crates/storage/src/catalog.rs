@@ -362,9 +362,16 @@ impl CatalogStore {
         Ok(())
     }
 
-    /// Writes a checkpoint of `state`, points `_last_checkpoint` at it, and deletes
-    /// the commits and checkpoints it replaces.
-    pub async fn checkpoint(&self, state: &CatalogState, previous: u64) -> Result<()> {
+    /// Writes a checkpoint of `state` and points `_last_checkpoint` at it. Then
+    /// deletes the checkpoint before `previous` and the commits up to `previous`
+    /// that it needed: `previous` and the commits after it stay, so a reader that
+    /// read the old pointer a moment ago still finds everything it needs.
+    pub async fn checkpoint(
+        &self,
+        state: &CatalogState,
+        before_previous: u64,
+        previous: u64,
+    ) -> Result<()> {
         let payload = serde_json::to_vec(&CheckpointJson {
             files: state
                 .files
@@ -382,11 +389,11 @@ impl CatalogStore {
         .map_err(|e| StorageError::Catalog(e.to_string()))?;
         self.put_durable(&last_checkpoint_path(), pointer).await?;
         // Best effort: leftovers only cost space, never correctness.
-        for version in previous.saturating_add(1)..=state.version {
+        for version in before_previous.saturating_add(1)..=previous.min(state.version) {
             let _ = self.store.delete(&commit_path(version)).await;
         }
-        if previous > 0 {
-            let _ = self.store.delete(&checkpoint_path(previous)).await;
+        if before_previous > 0 && before_previous < previous {
+            let _ = self.store.delete(&checkpoint_path(before_previous)).await;
         }
         Ok(())
     }
@@ -477,9 +484,23 @@ mod tests {
             state.files.insert(added[0].path.clone(), added[0].clone());
             state.version = v;
             if v == 3 {
-                store.checkpoint(&state, 0).await.unwrap();
+                store.checkpoint(&state, 0, 0).await.unwrap();
             }
         }
+        let loaded = store.load().await.unwrap();
+        assert_eq!(loaded.version, 5);
+        // A second checkpoint keeps the first one and the commits after it, for
+        // readers that read the old pointer; it retires what came before.
+        store.checkpoint(&loaded, 0, 3).await.unwrap();
+        let raw = |path: ObjectPath| {
+            let store = store.store.clone();
+            async move { store.get(&path).await.is_ok() }
+        };
+        assert!(raw(checkpoint_path(3)).await);
+        assert!(raw(commit_path(4)).await && raw(commit_path(5)).await);
+        assert!(!raw(commit_path(3)).await && !raw(commit_path(1)).await);
+        store.checkpoint(&loaded, 3, 5).await.unwrap();
+        assert!(!raw(checkpoint_path(3)).await && !raw(commit_path(4)).await);
         let loaded = store.load().await.unwrap();
         assert_eq!(loaded.version, 5);
         assert_eq!(

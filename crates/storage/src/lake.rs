@@ -75,6 +75,13 @@ impl State {
     }
 }
 
+/// The last two catalog checkpoints this process wrote (at start: the loaded
+/// version). Each checkpoint retires what the one before `last` needed.
+struct Checkpoints {
+    before_last: u64,
+    last: u64,
+}
+
 /// The storage engine: WAL, buffers, flusher and catalog of one lake.
 pub struct Lake {
     config: StorageConfig,
@@ -86,7 +93,7 @@ pub struct Lake {
     wal: Option<Wal>,
     shutting_down: AtomicBool,
     /// Serializes flushes and catalog commits; holds the last checkpoint version.
-    commit_lock: tokio::sync::Mutex<u64>,
+    commit_lock: tokio::sync::Mutex<Checkpoints>,
     flush_wanted: Arc<Notify>,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     _dir_lock: Option<File>,
@@ -369,7 +376,10 @@ impl Lake {
             buffered_bytes: recovered.buffered_bytes,
             wal,
             shutting_down: AtomicBool::new(false),
-            commit_lock: tokio::sync::Mutex::new(last_checkpoint),
+            commit_lock: tokio::sync::Mutex::new(Checkpoints {
+                before_last: last_checkpoint,
+                last: last_checkpoint,
+            }),
             flush_wanted: Arc::new(Notify::new()),
             flusher: Mutex::new(None),
             _dir_lock: dir_lock,
@@ -645,7 +655,7 @@ impl Lake {
         if keys.is_empty() || self.wal.is_none() {
             return Ok(());
         }
-        let mut last_checkpoint = self.commit_lock.lock().await;
+        let mut checkpoints = self.commit_lock.lock().await;
         let work: Vec<(PartitionKey, Vec<Buffered>)> = {
             let mut state = self.state.lock().expect("lake state lock");
             keys.into_iter()
@@ -723,7 +733,7 @@ impl Lake {
             state.catalog.version = version;
             state.files = state.catalog.files.values().cloned().collect();
             let checkpoint =
-                (version - *last_checkpoint >= CHECKPOINT_INTERVAL).then(|| state.catalog.clone());
+                (version - checkpoints.last >= CHECKPOINT_INTERVAL).then(|| state.catalog.clone());
             (checkpoint, state.oldest_unflushed_seq())
         };
         tracing::info!(
@@ -737,10 +747,13 @@ impl Lake {
         if let Some(catalog) = checkpoint_state {
             match self
                 .catalog_store
-                .checkpoint(&catalog, *last_checkpoint)
+                .checkpoint(&catalog, checkpoints.before_last, checkpoints.last)
                 .await
             {
-                Ok(()) => *last_checkpoint = catalog.version,
+                Ok(()) => {
+                    checkpoints.before_last = checkpoints.last;
+                    checkpoints.last = catalog.version;
+                }
                 Err(e) => tracing::warn!(error = %e, "catalog checkpoint failed; will retry"),
             }
         }

@@ -356,6 +356,42 @@ async fn an_undecodable_wal_record_refuses_to_open() {
 }
 
 #[tokio::test]
+async fn catalog_checkpoints_load_back_for_writers_and_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = reopen(&config(dir.path())).await;
+    // One commit per flush: past two checkpoint intervals.
+    for i in 0..70u64 {
+        lake.write(spans("p", "a", 0, i, 1)).await.unwrap();
+        lake.flush_all().await.unwrap();
+    }
+    assert_eq!(lake.snapshot().catalog_version, 70);
+    drop(lake);
+    let catalog = dir.path().join("_catalog");
+    let names = |sub: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(catalog.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names("checkpoints"),
+        ["00000000000000000032.ltc", "00000000000000000064.ltc"],
+        "the latest checkpoint and the one before it"
+    );
+    assert_eq!(
+        names("commits").first().map(String::as_str),
+        Some("00000000000000000033.ltc")
+    );
+    let reader = Lake::open_read_only(config(dir.path())).await.unwrap();
+    assert_eq!(reader.snapshot().catalog_version, 70);
+    assert_eq!(visible_span_ids(&reader).await, expected_ids(&[(0, 70)]));
+    let lake = reopen(&config(dir.path())).await;
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 70)]));
+}
+
+#[tokio::test]
 async fn second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _lake = Lake::open(config(dir.path())).await.unwrap();
