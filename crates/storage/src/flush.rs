@@ -35,10 +35,7 @@ pub struct EncodedFile {
     pub trace_filter: TraceIdFilter,
 }
 
-pub fn writer_properties(
-    options: &ParquetOptions,
-    distinct_traces: usize,
-) -> Result<WriterProperties> {
+fn writer_properties(options: &ParquetOptions, distinct_traces: usize) -> Result<WriterProperties> {
     let schema = spans_schema();
     let trace_idx = schema.index_of(columns::TRACE_ID)?;
     let start_idx = schema.index_of(columns::START_TIME)?;

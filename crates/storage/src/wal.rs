@@ -212,9 +212,8 @@ pub fn read_segment(dir: &Path, id: u64) -> Result<(Vec<WalRecord>, SegmentRepor
     let mut bytes = Vec::new();
     File::open(dir.join(segment_file_name(id)))?.read_to_end(&mut bytes)?;
     let (records, mut report) = decode_segment(&bytes);
-    if report.problems.is_empty() || report.segment_id != 0 {
-        report.segment_id = id;
-    }
+    // The file name is the id, also when the header was unreadable.
+    report.segment_id = id;
     Ok((records, report))
 }
 
