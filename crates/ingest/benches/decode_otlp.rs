@@ -4,6 +4,10 @@
 //! cargo bench -p lighttrace-ingest --bench decode_otlp
 //! ```
 //!
+//! `protobuf + arrow` is what the server runs (the borrowing wire decoder);
+//! `protobuf via prost + arrow` is the reference it replaced, which first
+//! builds the prost request.
+//!
 //! The request mimics an OpenTelemetry SDK batch: one resource with the usual
 //! SDK attributes, 1000 HTTP/DB spans with 8 attributes each, one in five with
 //! an exception event, one in ten with a link.
@@ -11,7 +15,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use lighttrace_ingest::{OtlpEncoding, decode_otlp_traces, decompress};
+use lighttrace_ingest::{
+    OtlpEncoding, decode_otlp_protobuf_with_prost, decode_otlp_traces, decompress,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
@@ -181,6 +187,11 @@ fn main() {
     measure("gzip + protobuf", gzip.len(), || {
         let body = decompress(&gzip, Some("gzip"), 64 << 20).expect("valid");
         let decoded = decode_otlp_traces(&body, OtlpEncoding::Protobuf, "p").expect("valid");
+        black_box(decoded);
+    });
+    measure("protobuf via prost + arrow", protobuf.len(), || {
+        let decoded = decode_otlp_protobuf_with_prost(&protobuf, "p").expect("valid");
+        assert_eq!(decoded.accepted, SPANS);
         black_box(decoded);
     });
     measure("protobuf (prost decode only)", protobuf.len(), || {

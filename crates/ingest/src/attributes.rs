@@ -94,15 +94,15 @@ fn render_value<'r>(
             return Ok((PendingValue::Borrowed(""), AttrType::String));
         }
         Value::IntValue(i) => {
-            push_display(text, i);
+            push_int(text, *i);
             AttrType::Int
         }
         Value::DoubleValue(d) => {
-            push_display(text, d);
+            push_display_double(text, *d);
             AttrType::Double
         }
         Value::BytesValue(bytes) => {
-            BASE64.encode_string(bytes, text);
+            push_base64(text, bytes);
             AttrType::Bytes
         }
         Value::ArrayValue(array) => {
@@ -117,9 +117,70 @@ fn render_value<'r>(
     Ok((PendingValue::Text(start..text.len()), ty))
 }
 
-fn push_display(text: &mut String, value: impl std::fmt::Display) {
+/// `i` in decimal, as `Display` writes it, without the formatting machinery
+/// (this runs for every int attribute of every span).
+pub(crate) fn push_int(text: &mut String, i: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = i.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        text.push('-');
+    }
+    for &digit in &digits[at..] {
+        text.push(char::from(digit));
+    }
+}
+
+/// `d` as `Display` writes it: the shortest text that parses back to `d`.
+pub(crate) fn push_display_double(text: &mut String, d: f64) {
     // Writing to a String cannot fail.
-    let _ = write!(text, "{value}");
+    let _ = write!(text, "{d}");
+}
+
+pub(crate) fn push_base64(text: &mut String, bytes: &[u8]) {
+    BASE64.encode_string(bytes, text);
+}
+
+/// `{"intValue":"-42"}`
+pub(crate) fn write_json_int(i: i64, out: &mut String) {
+    out.push_str(r#"{"intValue":""#);
+    push_int(out, i);
+    out.push_str(r#""}"#);
+}
+
+/// `{"doubleValue":0.5}`, with the non-finite values as OTLP/JSON strings.
+pub(crate) fn write_json_double(d: f64, out: &mut String) {
+    out.push_str(r#"{"doubleValue":"#);
+    if d.is_nan() {
+        out.push_str(r#""NaN""#);
+    } else if d.is_infinite() {
+        out.push_str(if d > 0.0 {
+            r#""Infinity""#
+        } else {
+            r#""-Infinity""#
+        });
+    } else {
+        // Debug prints the shortest round-trip digits and switches to
+        // exponent notation for very large or small magnitudes (`1e300`),
+        // which is a valid JSON number, where Display would print 301 digits.
+        let _ = write!(out, "{d:?}");
+    }
+    out.push('}');
+}
+
+/// `{"bytesValue":"aGk="}`
+pub(crate) fn write_json_bytes(bytes: &[u8], out: &mut String) {
+    out.push_str(r#"{"bytesValue":""#);
+    push_base64(out, bytes);
+    out.push_str(r#""}"#);
 }
 
 /// `[v, v, …]`: the values of an array at nesting `depth` (1 = outermost).
@@ -184,34 +245,9 @@ fn write_json_any_value(
         } else {
             r#"{"boolValue":false}"#
         }),
-        Some(Value::IntValue(i)) => {
-            out.push_str(r#"{"intValue":""#);
-            push_display(out, i);
-            out.push_str(r#""}"#);
-        }
-        Some(Value::DoubleValue(d)) => {
-            out.push_str(r#"{"doubleValue":"#);
-            if d.is_nan() {
-                out.push_str(r#""NaN""#);
-            } else if d.is_infinite() {
-                out.push_str(if *d > 0.0 {
-                    r#""Infinity""#
-                } else {
-                    r#""-Infinity""#
-                });
-            } else {
-                // Debug prints the shortest round-trip digits and switches to
-                // exponent notation for very large or small magnitudes (`1e300`),
-                // which is a valid JSON number, where Display would print 301 digits.
-                let _ = write!(out, "{d:?}");
-            }
-            out.push('}');
-        }
-        Some(Value::BytesValue(bytes)) => {
-            out.push_str(r#"{"bytesValue":""#);
-            BASE64.encode_string(bytes, out);
-            out.push_str(r#""}"#);
-        }
+        Some(Value::IntValue(i)) => write_json_int(*i, out),
+        Some(Value::DoubleValue(d)) => write_json_double(*d, out),
+        Some(Value::BytesValue(bytes)) => write_json_bytes(bytes, out),
         Some(Value::ArrayValue(array)) => {
             out.push_str(r#"{"arrayValue":{"values":"#);
             write_json_values(&array.values, depth + 1, out)?;
@@ -227,7 +263,7 @@ fn write_json_any_value(
 }
 
 /// A JSON string literal, quotes included.
-fn write_json_string(s: &str, out: &mut String) {
+pub(crate) fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut plain_from = 0;

@@ -90,8 +90,11 @@
 mod attributes;
 mod compression;
 mod otlp;
+mod protobuf;
 
 pub use compression::decompress;
+#[doc(hidden)]
+pub use otlp::decode_otlp_protobuf_with_prost;
 pub use otlp::{decode_otlp_traces, encode_traces_response};
 
 /// The wire encoding of an OTLP/HTTP request (and of its response).

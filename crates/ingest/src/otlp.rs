@@ -19,7 +19,7 @@ use crate::attributes::{PendingAttr, recycle_attrs, render_attributes, resolve};
 use crate::{DecodedSpans, IngestError, OtlpEncoding};
 
 /// The `service_name` of spans whose resource has no `service.name`.
-const UNKNOWN_SERVICE: &str = "unknown_service";
+pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// Rejection reasons spelled out in [`DecodedSpans::rejection_message`]; the
 /// rest are only counted.
@@ -46,16 +46,31 @@ pub fn decode_otlp_traces(
     encoding: OtlpEncoding,
     project: &str,
 ) -> Result<DecodedSpans, IngestError> {
-    let request = match encoding {
-        OtlpEncoding::Protobuf => ExportTraceServiceRequest::decode(body)
-            .map_err(|e| IngestError::Malformed(format!("invalid OTLP protobuf: {e}")))?,
-        OtlpEncoding::Json => parse_json(body)?,
-    };
-    let budget = body
-        .len()
+    match encoding {
+        OtlpEncoding::Protobuf => crate::protobuf::decode(body, project, expansion_budget(body)),
+        OtlpEncoding::Json => append_request(&parse_json(body)?, project, expansion_budget(body)),
+    }
+}
+
+/// Decodes an OTLP/protobuf request the way [`decode_otlp_traces`] did before
+/// it read the wire format itself: prost builds the request, which is then
+/// appended like a JSON one. The result is the same, only slower; it stays as
+/// the reference that differential tests, the fuzzer and the benchmark
+/// compare the borrowing decoder with.
+#[doc(hidden)]
+pub fn decode_otlp_protobuf_with_prost(
+    body: &[u8],
+    project: &str,
+) -> Result<DecodedSpans, IngestError> {
+    let request = ExportTraceServiceRequest::decode(body)
+        .map_err(|e| IngestError::Malformed(format!("invalid OTLP protobuf: {e}")))?;
+    append_request(&request, project, expansion_budget(body))
+}
+
+fn expansion_budget(body: &[u8]) -> usize {
+    body.len()
         .saturating_mul(EXPANSION_FACTOR)
-        .clamp(MIN_EXPANSION_BUDGET, MAX_EXPANSION_BUDGET);
-    append_request(&request, project, budget)
+        .clamp(MIN_EXPANSION_BUDGET, MAX_EXPANSION_BUDGET)
 }
 
 fn parse_json(body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
@@ -117,7 +132,7 @@ pub fn encode_traces_response(
 
 /// Why one span was left out.
 #[derive(Debug)]
-enum Rejection {
+pub(crate) enum Rejection {
     Id(IdError),
     ParentSpanIdLength(usize),
     StartTimeZero,
@@ -143,8 +158,29 @@ impl fmt::Display for Rejection {
     }
 }
 
+/// The identity and timing of a span as sent, before [`validate`].
+pub(crate) struct SpanIdentity<'r> {
+    pub trace_id: &'r [u8],
+    pub span_id: &'r [u8],
+    pub parent_span_id: &'r [u8],
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+}
+
+impl<'r> SpanIdentity<'r> {
+    fn of(span: &'r Span) -> Self {
+        SpanIdentity {
+            trace_id: &span.trace_id,
+            span_id: &span.span_id,
+            parent_span_id: &span.parent_span_id,
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+        }
+    }
+}
+
 /// The checked identity and timing of a span.
-struct ValidSpan {
+pub(crate) struct ValidSpan {
     trace_id: [u8; 16],
     span_id: [u8; 8],
     parent_span_id: Option<[u8; 8]>,
@@ -152,14 +188,12 @@ struct ValidSpan {
     end_time_ns: i64,
 }
 
-fn validate(span: &Span) -> Result<ValidSpan, Rejection> {
-    let trace_id = TraceId::from_bytes(&span.trace_id)
-        .map_err(Rejection::Id)?
-        .0;
-    let span_id = SpanId::from_bytes(&span.span_id).map_err(Rejection::Id)?.0;
+pub(crate) fn validate(span: &SpanIdentity<'_>) -> Result<ValidSpan, Rejection> {
+    let trace_id = TraceId::from_bytes(span.trace_id).map_err(Rejection::Id)?.0;
+    let span_id = SpanId::from_bytes(span.span_id).map_err(Rejection::Id)?.0;
     let parent_span_id = match span.parent_span_id.len() {
         0 => None,
-        8 => SpanId::from_bytes(&span.parent_span_id).ok().map(|id| id.0),
+        8 => SpanId::from_bytes(span.parent_span_id).ok().map(|id| id.0),
         got => return Err(Rejection::ParentSpanIdLength(got)),
     };
     let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
@@ -183,13 +217,13 @@ fn validate(span: &Span) -> Result<ValidSpan, Rejection> {
 
 /// Counts rejected spans and spells out the first few.
 #[derive(Default)]
-struct Rejections {
+pub(crate) struct Rejections {
     count: usize,
     listed: String,
 }
 
 impl Rejections {
-    fn add(&mut self, resource: usize, scope: usize, span: usize, why: &Rejection) {
+    pub(crate) fn add(&mut self, resource: usize, scope: usize, span: usize, why: &Rejection) {
         use fmt::Write as _;
         self.count += 1;
         if self.count <= MAX_LISTED_REJECTIONS {
@@ -203,7 +237,11 @@ impl Rejections {
         }
     }
 
-    fn message(&self) -> Option<String> {
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    pub(crate) fn message(&self) -> Option<String> {
         if self.count == 0 {
             return None;
         }
@@ -222,18 +260,18 @@ impl Rejections {
 }
 
 /// An event whose attributes are `pending[attributes]`.
-struct PendingEvent<'r> {
-    time_ns: i64,
-    name: &'r str,
-    attributes: Range<usize>,
+pub(crate) struct PendingEvent<'r> {
+    pub time_ns: i64,
+    pub name: &'r str,
+    pub attributes: Range<usize>,
 }
 
 /// A valid link whose attributes are `pending[attributes]`.
-struct PendingLink<'r> {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    trace_state: &'r str,
-    attributes: Range<usize>,
+pub(crate) struct PendingLink<'r> {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub trace_state: &'r str,
+    pub attributes: Range<usize>,
 }
 
 /// Reusable buffers, so that appending a span allocates nothing once they have
@@ -241,20 +279,30 @@ struct PendingLink<'r> {
 /// empty between spans (their lifetime is then irrelevant, see
 /// [`recycle_attrs`]).
 #[derive(Default)]
-struct Scratch<'r> {
+pub(crate) struct Scratch<'r> {
     /// Rendered non-string values of the current span, its events and links.
-    text: String,
+    pub text: String,
     /// Attributes of the span, then of each event and link.
-    pending: Vec<PendingAttr<'r>>,
+    pub pending: Vec<PendingAttr<'r>>,
     /// How many of `pending` belong to the span itself.
-    span_attribute_count: usize,
-    events: Vec<PendingEvent<'r>>,
-    links: Vec<PendingLink<'r>>,
+    pub span_attribute_count: usize,
+    pub events: Vec<PendingEvent<'r>>,
+    pub links: Vec<PendingLink<'r>>,
     span_attrs: Vec<Attr<'static>>,
     event_records: Vec<EventRecord<'static>>,
     link_records: Vec<LinkRecord<'static>>,
     /// Attribute vectors of events and links, which `EventRecord` / `LinkRecord` own.
     attr_pool: Vec<Vec<Attr<'static>>>,
+}
+
+impl Scratch<'_> {
+    /// Forgets the previous span.
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.pending.clear();
+        self.events.clear();
+        self.links.clear();
+    }
 }
 
 fn recycle_events<'b>(mut events: Vec<EventRecord<'_>>) -> Vec<EventRecord<'b>> {
@@ -273,8 +321,80 @@ fn recycle_links<'b>(mut links: Vec<LinkRecord<'_>>) -> Vec<LinkRecord<'b>> {
         .collect()
 }
 
-fn nested_too_deep(e: crate::attributes::NestedTooDeep) -> IngestError {
+pub(crate) fn nested_too_deep(e: crate::attributes::NestedTooDeep) -> IngestError {
     IngestError::Malformed(e.to_string())
+}
+
+/// The text that a request may still expand to, spent span by span.
+pub(crate) struct Budget {
+    limit: usize,
+    spent: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Budget { limit, spent: 0 }
+    }
+
+    /// Spends the bytes of one accepted span, its resource's attributes included.
+    pub(crate) fn spend(
+        &mut self,
+        resource_bytes: usize,
+        span_bytes: usize,
+    ) -> Result<(), IngestError> {
+        self.spent = self
+            .spent
+            .saturating_add(resource_bytes)
+            .saturating_add(span_bytes);
+        if self.spent > self.limit {
+            return Err(IngestError::Malformed(format!(
+                "request expands to more than {} bytes of span data \
+                 (resource attributes are repeated on every span); send smaller batches",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The columns of a span that need no checking, as sent.
+pub(crate) struct SpanText<'r> {
+    pub trace_state: &'r str,
+    pub name: &'r str,
+    pub kind: i32,
+    /// `(code, message)`, when the span has a status.
+    pub status: Option<(i32, &'r str)>,
+}
+
+impl<'r> SpanText<'r> {
+    fn of(span: &'r Span) -> Self {
+        SpanText {
+            trace_state: &span.trace_state,
+            name: &span.name,
+            kind: span.kind,
+            status: span.status.as_ref().map(|s| (s.code, s.message.as_str())),
+        }
+    }
+}
+
+/// The bytes of text that a span rendered into `scratch` adds to the batch.
+pub(crate) fn span_bytes(span: &SpanText<'_>, scratch: &Scratch<'_>) -> usize {
+    let mut bytes = SPAN_OVERHEAD_BYTES
+        + span.name.len()
+        + span.trace_state.len()
+        + span.status.map_or(0, |(_, message)| message.len());
+    for event in &scratch.events {
+        bytes += SPAN_OVERHEAD_BYTES / 4 + event.name.len();
+    }
+    for link in &scratch.links {
+        bytes += SPAN_OVERHEAD_BYTES / 2 + link.trace_state.len();
+    }
+    bytes
+        + scratch
+            .pending
+            .iter()
+            .map(PendingAttr::text_len)
+            .sum::<usize>()
 }
 
 fn append_request(
@@ -299,7 +419,7 @@ fn append_request(
     let mut builder = SpanBatchBuilder::with_capacity(span_count, attribute_count);
     let mut rejections = Rejections::default();
     let mut accepted = 0usize;
-    let mut expanded_bytes = 0usize;
+    let mut budget = Budget::new(budget);
     let mut scratch = Scratch::default();
     let mut resource_text = String::new();
     let mut resource_pending: Vec<PendingAttr<'_>> = Vec::new();
@@ -332,23 +452,16 @@ fn append_request(
             let scope_name = scope.map(|s| s.name.as_str());
             let scope_version = scope.map(|s| s.version.as_str());
             for (span_index, span) in scope_spans.spans.iter().enumerate() {
-                let valid = match validate(span) {
+                let valid = match validate(&SpanIdentity::of(span)) {
                     Ok(valid) => valid,
                     Err(why) => {
                         rejections.add(resource_index, scope_index, span_index, &why);
                         continue;
                     }
                 };
-                let span_bytes = render_span(span, &mut scratch)?;
-                expanded_bytes = expanded_bytes
-                    .saturating_add(resource_bytes)
-                    .saturating_add(span_bytes);
-                if expanded_bytes > budget {
-                    return Err(IngestError::Malformed(format!(
-                        "request expands to more than {budget} bytes of span data \
-                         (resource attributes are repeated on every span); send smaller batches"
-                    )));
-                }
+                render_span(span, &mut scratch)?;
+                let text = SpanText::of(span);
+                budget.spend(resource_bytes, span_bytes(&text, &scratch))?;
                 append_span(
                     &mut builder,
                     &mut scratch,
@@ -359,7 +472,7 @@ fn append_request(
                         scope_name,
                         scope_version,
                     },
-                    span,
+                    &text,
                     &valid,
                 );
                 accepted += 1;
@@ -377,17 +490,9 @@ fn append_request(
 }
 
 /// Renders the attributes of a span, its events and its valid links into
-/// `scratch`; returns the bytes of text they add to the batch.
-fn render_span<'r>(span: &'r Span, scratch: &mut Scratch<'r>) -> Result<usize, IngestError> {
-    scratch.text.clear();
-    scratch.pending.clear();
-    scratch.events.clear();
-    scratch.links.clear();
-    let mut bytes = SPAN_OVERHEAD_BYTES
-        + span.name.len()
-        + span.trace_state.len()
-        + span.status.as_ref().map_or(0, |s| s.message.len());
-
+/// `scratch`.
+fn render_span<'r>(span: &'r Span, scratch: &mut Scratch<'r>) -> Result<(), IngestError> {
+    scratch.clear();
     render_attributes(&span.attributes, &mut scratch.text, &mut scratch.pending)
         .map_err(nested_too_deep)?;
     scratch.span_attribute_count = scratch.pending.len();
@@ -395,7 +500,6 @@ fn render_span<'r>(span: &'r Span, scratch: &mut Scratch<'r>) -> Result<usize, I
         let start = scratch.pending.len();
         render_attributes(&event.attributes, &mut scratch.text, &mut scratch.pending)
             .map_err(nested_too_deep)?;
-        bytes += SPAN_OVERHEAD_BYTES / 4 + event.name.len();
         scratch.events.push(PendingEvent {
             // Times past 2262 do not fit the Arrow timestamp; keep the event.
             time_ns: i64::try_from(event.time_unix_nano).unwrap_or(i64::MAX),
@@ -413,7 +517,6 @@ fn render_span<'r>(span: &'r Span, scratch: &mut Scratch<'r>) -> Result<usize, I
         let start = scratch.pending.len();
         render_attributes(&link.attributes, &mut scratch.text, &mut scratch.pending)
             .map_err(nested_too_deep)?;
-        bytes += SPAN_OVERHEAD_BYTES / 2 + link.trace_state.len();
         scratch.links.push(PendingLink {
             trace_id: trace_id.0,
             span_id: span_id.0,
@@ -421,29 +524,24 @@ fn render_span<'r>(span: &'r Span, scratch: &mut Scratch<'r>) -> Result<usize, I
             attributes: start..scratch.pending.len(),
         });
     }
-    bytes += scratch
-        .pending
-        .iter()
-        .map(PendingAttr::text_len)
-        .sum::<usize>();
-    Ok(bytes)
+    Ok(())
 }
 
 /// What the spans of one scope share.
-struct SpanContext<'a> {
-    project: &'a str,
-    service_name: &'a str,
-    resource_attributes: &'a [Attr<'a>],
-    scope_name: Option<&'a str>,
-    scope_version: Option<&'a str>,
+pub(crate) struct SpanContext<'a> {
+    pub project: &'a str,
+    pub service_name: &'a str,
+    pub resource_attributes: &'a [Attr<'a>],
+    pub scope_name: Option<&'a str>,
+    pub scope_version: Option<&'a str>,
 }
 
-/// Appends a span rendered by [`render_span`] to `builder`.
-fn append_span(
+/// Appends a span whose attributes, events and links are rendered in `scratch`.
+pub(crate) fn append_span(
     builder: &mut SpanBatchBuilder,
     scratch: &mut Scratch<'_>,
     context: &SpanContext<'_>,
-    span: &Span,
+    span: &SpanText<'_>,
     valid: &ValidSpan,
 ) {
     let text = scratch.text.as_str();
@@ -485,20 +583,19 @@ fn append_span(
         });
     }
 
-    let status = span.status.as_ref();
     builder.append(&SpanRecord {
         project: context.project,
         trace_id: valid.trace_id,
         span_id: valid.span_id,
         parent_span_id: valid.parent_span_id,
-        trace_state: Some(&span.trace_state),
+        trace_state: Some(span.trace_state),
         service_name: context.service_name,
-        name: &span.name,
+        name: span.name,
         kind: SpanKind::from_otlp(span.kind),
         start_time_ns: valid.start_time_ns,
         end_time_ns: valid.end_time_ns,
-        status_code: StatusCode::from_otlp(status.map_or(0, |s| s.code)),
-        status_message: status.map(|s| s.message.as_str()),
+        status_code: StatusCode::from_otlp(span.status.map_or(0, |(code, _)| code)),
+        status_message: span.status.map(|(_, message)| message),
         attributes: &attributes,
         resource_attributes: context.resource_attributes,
         scope_name: context.scope_name,
