@@ -56,6 +56,7 @@
 mod engine;
 mod error;
 mod exec;
+mod layout;
 mod provider;
 mod pruning;
 mod sandbox;

@@ -27,6 +27,7 @@ use lighttrace_storage::{BufferedPartition, FileEntry, Lake, LakeSnapshot};
 
 use crate::ProjectScope;
 use crate::exec::SpansScanExec;
+use crate::layout::SpansFileAdapterFactory;
 use crate::pruning::{PruningStats, ScanConstraints};
 
 /// The URL under which the lake's object store is registered in DataFusion's
@@ -141,6 +142,7 @@ impl SpansTableProvider {
             .with_file_groups(group_files(files, target))
             .with_projection_indices(projection)?
             .with_limit(limit)
+            .with_expr_adapter(Some(Arc::new(SpansFileAdapterFactory)))
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use lighttrace_model::spans_schema;
+use lighttrace_storage::layout::to_table_batch;
 use lighttrace_storage::{ParquetOptions, SortOrder, encode_partition};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -59,7 +60,7 @@ fn main() {
         let folder = file.parent().unwrap().to_path_buf();
         for batch in reader {
             let batch = batch.unwrap();
-            let batch = RecordBatch::try_new(spans_schema(), batch.columns().to_vec()).unwrap();
+            let batch = to_table_batch(&batch).unwrap();
             spans += batch.num_rows();
             partitions.entry(folder.clone()).or_default().push(batch);
         }
@@ -90,9 +91,16 @@ fn main() {
     };
     let variants: Vec<(&str, ParquetOptions)> = vec![
         variant(
-            "default: arrival order, zstd 1, delta times, no id dictionary, bloom",
+            "default: arrival order, zstd 1, delta times, no id dictionary, bloom, binary ids, end_time derived",
             &|_| {},
         ),
+        variant("ids as hex text", &|o| o.binary_ids = false),
+        variant("end_time stored", &|o| o.derive_end_time = false),
+        variant("ids as hex text, end_time stored (layout 1)", &|o| {
+            o.binary_ids = false;
+            o.derive_end_time = false;
+        }),
+        variant("bloom fpp 0.05", &|o| o.bloom_filter_fpp = Some(0.05)),
         variant("sorted by trace id", &|o| o.sort_order = SortOrder::TraceId),
         variant("sorted by start time", &|o| {
             o.sort_order = SortOrder::StartTime
@@ -106,13 +114,22 @@ fn main() {
         variant("zstd 9", &|o| o.zstd_level = 9),
         variant("row groups of 16k rows", &|o| o.row_group_rows = 16 * 1024),
     ];
+    // LAYOUT_KEEP=DIR keeps the files of each layout in DIR/<row number>, to
+    // inspect them (for example with DuckDB's `parquet_metadata`).
+    let keep = std::env::var_os("LAYOUT_KEEP").map(PathBuf::from);
     println!("| layout | B/span | encode (spans/s, one core) |");
     println!("|---|---:|---:|");
-    for (name, options) in variants {
+    for (variant_index, (name, options)) in variants.into_iter().enumerate() {
         let started = Instant::now();
         let mut bytes = 0usize;
-        for chunk in &chunks {
-            bytes += encode_partition(chunk, &options).unwrap().bytes.len();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let encoded = encode_partition(chunk, &options).unwrap();
+            bytes += encoded.bytes.len();
+            if let Some(dir) = &keep {
+                let dir = dir.join(variant_index.to_string());
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(format!("{i}.parquet")), &encoded.bytes).unwrap();
+            }
         }
         let elapsed = started.elapsed().as_secs_f64();
         println!(

@@ -37,6 +37,10 @@ pub struct ParquetOptions {
     pub dictionary_for_unique_columns: bool,
     /// `DELTA_BINARY_PACKED` for the time columns (else PLAIN + zstd).
     pub delta_encode_times: bool,
+    /// Store ids as their bytes instead of hex text (see [`crate::layout`]).
+    pub binary_ids: bool,
+    /// Leave `end_time` out of files; readers derive it (see [`crate::layout`]).
+    pub derive_end_time: bool,
 }
 
 impl Default for ParquetOptions {
@@ -48,6 +52,8 @@ impl Default for ParquetOptions {
             sort_order: SortOrder::Arrival,
             dictionary_for_unique_columns: false,
             delta_encode_times: true,
+            binary_ids: true,
+            derive_end_time: true,
         }
     }
 }

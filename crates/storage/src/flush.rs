@@ -6,22 +6,25 @@
 //! every batch. The ids and times are nearly unique, so they skip the dictionary;
 //! times are delta-encoded; zstd level 1 measured both smaller and faster than 3.
 //! Each row group carries a bloom filter on `trace_id`, and each file a
-//! [`TraceIdFilter`] kept in the catalog.
+//! [`TraceIdFilter`] kept in the catalog. Columns are stored in the compact
+//! layout of [`crate::layout`] (ids as bytes, no `end_time`).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{DataType, Field, Schema, TimestampNanosecondType};
 use lighttrace_model::{columns, spans_schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
+use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::config::{ParquetOptions, SortOrder};
 use crate::error::{Result, StorageError};
+use crate::layout::{LAYOUT_METADATA_KEY, to_file_batch};
 use crate::trace_filter::TraceIdFilter;
 
 /// A Parquet file image and what the catalog records about it.
@@ -35,8 +38,11 @@ pub struct EncodedFile {
     pub trace_filter: TraceIdFilter,
 }
 
-fn writer_properties(options: &ParquetOptions, distinct_traces: usize) -> Result<WriterProperties> {
-    let schema = spans_schema();
+fn writer_properties(
+    options: &ParquetOptions,
+    schema: &Schema,
+    distinct_traces: usize,
+) -> Result<WriterProperties> {
     let trace_idx = schema.index_of(columns::TRACE_ID)?;
     let start_idx = schema.index_of(columns::START_TIME)?;
     let level = ZstdLevel::try_new(options.zstd_level)?;
@@ -57,7 +63,11 @@ fn writer_properties(options: &ParquetOptions, distinct_traces: usize) -> Result
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns((!sorting_columns.is_empty()).then_some(sorting_columns))
-        .set_created_by(format!("lighttrace {}", env!("CARGO_PKG_VERSION")));
+        .set_created_by(format!("lighttrace {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            LAYOUT_METADATA_KEY.to_string(),
+            layout_name(schema),
+        )]));
     for name in [
         columns::TRACE_ID,
         columns::SPAN_ID,
@@ -113,18 +123,29 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
     };
 
     let mut distinct: HashSet<[u8; 16]> = HashSet::new();
-    let mut id = [0u8; 16];
     let (mut min_start_ns, mut max_start_ns) = (i64::MAX, i64::MIN);
     let (mut min_end_ns, mut max_end_ns) = (i64::MAX, i64::MIN);
     let mut rows = 0usize;
+    let mut file_batches = Vec::with_capacity(sorted.len());
     for batch in &sorted {
         rows += batch.num_rows();
-        let trace_ids = batch.column(trace_idx).as_string::<i32>();
-        for i in 0..trace_ids.len() {
-            if trace_ids.is_valid(i) && hex::decode_to_slice(trace_ids.value(i), &mut id).is_ok() {
-                distinct.insert(id);
+        let file_batch = to_file_batch(batch, options)?;
+        let trace_ids = file_batch.column_by_name(columns::TRACE_ID);
+        if let Some(binary) = trace_ids.and_then(|c| c.as_fixed_size_binary_opt()) {
+            for value in binary.iter().flatten() {
+                if let Ok(id) = <[u8; 16]>::try_from(value) {
+                    distinct.insert(id);
+                }
+            }
+        } else if let Some(text) = trace_ids.and_then(|c| c.as_string_opt::<i32>()) {
+            let mut id = [0u8; 16];
+            for value in text.iter().flatten() {
+                if hex::decode_to_slice(value, &mut id).is_ok() {
+                    distinct.insert(id);
+                }
             }
         }
+        file_batches.push(file_batch);
         let (lo, hi) = min_max(
             batch
                 .column(start_idx)
@@ -148,10 +169,45 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
         trace_filter.insert(id);
     }
 
-    let props = writer_properties(options, distinct.len())?;
-    let mut bytes = Vec::with_capacity(rows * 64);
-    let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
-    for batch in &sorted {
+    // Every batch of one partition converts the same way unless an id column
+    // held something else than hex ids in one of them: then the text layout is
+    // used for the whole file.
+    let types = |b: &RecordBatch| -> Vec<DataType> {
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect()
+    };
+    if file_batches
+        .iter()
+        .any(|b| types(b) != types(&file_batches[0]))
+    {
+        let text_ids = ParquetOptions {
+            binary_ids: false,
+            ..options.clone()
+        };
+        file_batches = sorted
+            .iter()
+            .map(|b| to_file_batch(b, &text_ids))
+            .collect::<Result<_>>()?;
+    }
+    let file_schema = Arc::new(Schema::new(
+        file_batches[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), f.is_nullable()))
+            .collect::<Vec<_>>(),
+    ));
+    let file_batches = file_batches
+        .into_iter()
+        .map(|b| RecordBatch::try_new(Arc::clone(&file_schema), b.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let props = writer_properties(options, &file_schema, distinct.len())?;
+    let mut bytes = Vec::with_capacity(rows * 48);
+    let mut writer = ArrowWriter::try_new(&mut bytes, Arc::clone(&file_schema), Some(props))?;
+    for batch in &file_batches {
         writer.write(batch)?;
     }
     writer.close()?;
@@ -164,6 +220,21 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
         max_end_ns,
         trace_filter,
     })
+}
+
+/// The layout recorded in a file's metadata: which table columns are stored differently.
+fn layout_name(schema: &Schema) -> String {
+    let binary_ids = schema
+        .field_with_name(columns::SPAN_ID)
+        .is_ok_and(|f| matches!(f.data_type(), DataType::FixedSizeBinary(_)));
+    let derived_end = schema.field_with_name(columns::END_TIME).is_err();
+    match (binary_ids, derived_end) {
+        (true, true) => "2: binary ids, end_time derived",
+        (true, false) => "2: binary ids",
+        (false, true) => "2: end_time derived",
+        (false, false) => "1: table columns",
+    }
+    .to_string()
 }
 
 fn min_max(values: &[i64]) -> (i64, i64) {

@@ -21,6 +21,7 @@ mod config;
 mod error;
 pub mod flush;
 mod lake;
+pub mod layout;
 pub mod partition;
 pub mod trace_filter;
 pub mod wal;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
 use lighttrace_model::{Attr, Source, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
+use lighttrace_storage::layout::to_table_batch;
 use lighttrace_storage::{Lake, StorageConfig, StorageError};
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -79,7 +80,7 @@ async fn visible_span_ids(lake: &Lake) -> HashMap<String, usize> {
             .build()
             .unwrap();
         for batch in reader {
-            batches.push(batch.unwrap());
+            batches.push(to_table_batch(&batch.unwrap()).unwrap());
         }
     }
     let mut out = HashMap::new();
