@@ -5,8 +5,8 @@ use std::fmt;
 use std::ops::Range;
 
 use lighttrace_model::{
-    Attr, EventRecord, IdError, LinkRecord, Source, SpanBatchBuilder, SpanId, SpanKind, SpanRecord,
-    StatusCode, TraceId,
+    Attr, EventRecord, IdError, LinkRecord, SharedAttributes, Source, SpanBatchBuilder, SpanId,
+    SpanKind, SpanRecord, StatusCode, TraceId,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -468,7 +468,7 @@ fn append_request(
                     &SpanContext {
                         project,
                         service_name,
-                        resource_attributes: &resource_attrs,
+                        resource_attributes: ResourceAttributes::Each(&resource_attrs),
                         scope_name,
                         scope_version,
                     },
@@ -527,11 +527,19 @@ fn render_span<'r>(span: &'r Span, scratch: &mut Scratch<'r>) -> Result<(), Inge
     Ok(())
 }
 
+/// The resource attributes of a span.
+pub(crate) enum ResourceAttributes<'a> {
+    /// Appended one by one (the prost path, kept as it was).
+    Each(&'a [Attr<'a>]),
+    /// Encoded once per resource.
+    Shared(&'a SharedAttributes),
+}
+
 /// What the spans of one scope share.
 pub(crate) struct SpanContext<'a> {
     pub project: &'a str,
     pub service_name: &'a str,
-    pub resource_attributes: &'a [Attr<'a>],
+    pub resource_attributes: ResourceAttributes<'a>,
     pub scope_name: Option<&'a str>,
     pub scope_version: Option<&'a str>,
 }
@@ -583,7 +591,7 @@ pub(crate) fn append_span(
         });
     }
 
-    builder.append(&SpanRecord {
+    let record = SpanRecord {
         project: context.project,
         trace_id: valid.trace_id,
         span_id: valid.span_id,
@@ -597,13 +605,20 @@ pub(crate) fn append_span(
         status_code: StatusCode::from_otlp(span.status.map_or(0, |(code, _)| code)),
         status_message: span.status.map(|(_, message)| message),
         attributes: &attributes,
-        resource_attributes: context.resource_attributes,
+        resource_attributes: match context.resource_attributes {
+            ResourceAttributes::Each(attrs) => attrs,
+            ResourceAttributes::Shared(_) => &[],
+        },
         scope_name: context.scope_name,
         scope_version: context.scope_version,
         events: &events,
         links: &links,
         source: Source::Otlp,
-    });
+    };
+    match context.resource_attributes {
+        ResourceAttributes::Each(_) => builder.append(&record),
+        ResourceAttributes::Shared(shared) => builder.append_with_resource(&record, shared),
+    }
 
     for event in events.drain(..) {
         scratch.attr_pool.push(recycle_attrs(event.attributes));

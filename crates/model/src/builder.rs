@@ -4,8 +4,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
-    StructBuilder, TimestampNanosecondBuilder,
+    ArrayBuilder, ArrayRef, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringArray,
+    StringBuilder, StructBuilder, TimestampNanosecondBuilder,
 };
 
 use crate::ids::hex_lower;
@@ -132,6 +132,49 @@ fn append_attrs(values: &mut AttrMapBuilder, types: &mut AttrMapBuilder, attrs: 
         .expect("map keys and values stay aligned");
 }
 
+/// Attributes encoded once and appended to many spans as whole arrays: the
+/// resource attributes of an OTLP `ResourceSpans` are the same on each of its
+/// spans, and copying them one string at a time was a large part of ingest.
+#[derive(Debug, Clone)]
+pub struct SharedAttributes {
+    keys: StringArray,
+    values: StringArray,
+    type_keys: StringArray,
+    type_values: StringArray,
+}
+
+impl SharedAttributes {
+    pub fn new(attrs: &[Attr<'_>]) -> Self {
+        let typed = || attrs.iter().filter(|a| a.ty != AttrType::String);
+        SharedAttributes {
+            keys: attrs.iter().map(|a| Some(a.key.as_ref())).collect(),
+            values: attrs.iter().map(|a| Some(a.value.as_ref())).collect(),
+            type_keys: typed().map(|a| Some(a.key.as_ref())).collect(),
+            type_values: typed().map(|a| Some(a.ty.as_str())).collect(),
+        }
+    }
+
+    fn append_to(&self, values: &mut AttrMapBuilder, types: &mut AttrMapBuilder) {
+        // The arrays hold no nulls and the builders' offsets are far from
+        // i32::MAX (callers bound a batch's text well below 2 GiB).
+        let append = |builder: &mut StringBuilder, array: &StringArray| {
+            builder
+                .append_array(array)
+                .expect("attribute text fits the string offsets");
+        };
+        append(values.keys(), &self.keys);
+        append(values.values(), &self.values);
+        append(types.keys(), &self.type_keys);
+        append(types.values(), &self.type_values);
+        values
+            .append(true)
+            .expect("map keys and values stay aligned");
+        types
+            .append(true)
+            .expect("map keys and values stay aligned");
+    }
+}
+
 /// Builds `spans` record batches. Not thread-safe; one per decoder.
 pub struct SpanBatchBuilder {
     project: StringBuilder,
@@ -245,6 +288,23 @@ impl SpanBatchBuilder {
     }
 
     pub fn append(&mut self, span: &SpanRecord<'_>) {
+        self.append_with(span, |values, types| {
+            append_attrs(values, types, span.resource_attributes)
+        });
+    }
+
+    /// Appends `span` with `resource` as its resource attributes, for callers
+    /// that append many spans of one resource; `span.resource_attributes` is
+    /// not read. The batch is the one [`append`](Self::append) would build.
+    pub fn append_with_resource(&mut self, span: &SpanRecord<'_>, resource: &SharedAttributes) {
+        self.append_with(span, |values, types| resource.append_to(values, types));
+    }
+
+    fn append_with(
+        &mut self,
+        span: &SpanRecord<'_>,
+        resource_attributes: impl FnOnce(&mut AttrMapBuilder, &mut AttrMapBuilder),
+    ) {
         self.project.append_value(span.project);
         Self::append_hex(&mut self.hex, &mut self.trace_id, &span.trace_id);
         Self::append_hex(&mut self.hex, &mut self.span_id, &span.span_id);
@@ -269,10 +329,9 @@ impl SpanBatchBuilder {
             &mut self.attribute_types,
             span.attributes,
         );
-        append_attrs(
+        resource_attributes(
             &mut self.resource_attributes,
             &mut self.resource_attribute_types,
-            span.resource_attributes,
         );
         self.scope_name
             .append_option(span.scope_name.filter(|s| !s.is_empty()));
@@ -417,6 +476,30 @@ mod tests {
             links,
             source: Source::Otlp,
         }
+    }
+
+    #[test]
+    fn shared_resource_attributes_build_the_same_batch() {
+        let resource = [
+            Attr::string("service.name", "svc"),
+            Attr::typed("host.cpus", "8", AttrType::Int),
+            Attr::string("empty", ""),
+            Attr::typed("tags", r#"[{"stringValue":"a"}]"#, AttrType::Array),
+        ];
+        let attrs = [Attr::typed("n", "1", AttrType::Int)];
+        let shared = SharedAttributes::new(&resource);
+        let no_resource = SharedAttributes::new(&[]);
+        let mut one_by_one = SpanBatchBuilder::new();
+        let mut bulk = SpanBatchBuilder::new();
+        for i in 0..5 {
+            let with = if i == 2 { &[][..] } else { &resource[..] };
+            let mut span = record(&attrs, &[], &[]);
+            span.resource_attributes = with;
+            one_by_one.append(&span);
+            span.resource_attributes = &[];
+            bulk.append_with_resource(&span, if i == 2 { &no_resource } else { &shared });
+        }
+        assert_eq!(one_by_one.finish(), bulk.finish());
     }
 
     #[test]

@@ -64,7 +64,9 @@ mod builder;
 mod ids;
 mod schema;
 
-pub use builder::{Attr, AttrType, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord};
+pub use builder::{
+    Attr, AttrType, EventRecord, LinkRecord, SharedAttributes, SpanBatchBuilder, SpanRecord,
+};
 pub use ids::{IdError, SpanId, TraceId, hex_lower};
 pub use schema::{
     Source, SpanKind, StatusCode, attribute_map_type, columns, events_type, links_type,

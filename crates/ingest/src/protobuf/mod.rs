@@ -28,14 +28,14 @@ mod schema;
 mod values;
 mod wire;
 
-use lighttrace_model::{Attr, AttrType, SpanBatchBuilder, SpanId, TraceId};
+use lighttrace_model::{Attr, AttrType, SharedAttributes, SpanBatchBuilder, SpanId, TraceId};
 
 use crate::attributes::{
     NestedTooDeep, PendingAttr, PendingValue, recycle_attrs, resolve as resolve_attrs,
 };
 use crate::otlp::{
-    Budget, PendingEvent, PendingLink, Rejections, Scratch, SpanContext, SpanIdentity, SpanText,
-    UNKNOWN_SERVICE, append_span, nested_too_deep, span_bytes, validate,
+    Budget, PendingEvent, PendingLink, Rejections, ResourceAttributes, Scratch, SpanContext,
+    SpanIdentity, SpanText, UNKNOWN_SERVICE, append_span, nested_too_deep, span_bytes, validate,
 };
 use crate::{DecodedSpans, IngestError};
 use schema::Message;
@@ -207,6 +207,7 @@ fn request<'r>(body: &'r [u8], sink: &mut Sink<'r, '_>) -> Result<(), Stop> {
             .unwrap_or(UNKNOWN_SERVICE);
         let mut resource_attrs = recycle_attrs(std::mem::take(&mut resource_attrs_store));
         resolve_attrs(&resource_pending, &resource_text, &mut resource_attrs);
+        let shared_resource = SharedAttributes::new(&resource_attrs);
 
         let mut reader = Reader::new(resource_spans, Message::ResourceSpans.name());
         let mut scope_index = 0;
@@ -222,7 +223,7 @@ fn request<'r>(body: &'r [u8], sink: &mut Sink<'r, '_>) -> Result<(), Stop> {
                             resource_bytes,
                         },
                         service_name,
-                        &resource_attrs,
+                        &shared_resource,
                     )?;
                     scope_index += 1;
                 }
@@ -349,7 +350,7 @@ impl<'r> Sink<'r, '_> {
         ctx: u32,
         position: &Position,
         service_name: &str,
-        resource_attributes: &[Attr<'_>],
+        resource: &SharedAttributes,
     ) -> Result<(), Stop> {
         let mut scope = Scope::default();
         let mut reader = Reader::new(body, Message::ScopeSpans.name());
@@ -368,7 +369,7 @@ impl<'r> Sink<'r, '_> {
         let context = SpanContext {
             project: self.project,
             service_name,
-            resource_attributes,
+            resource_attributes: ResourceAttributes::Shared(resource),
             scope_name: scope.name,
             scope_version: scope.version,
         };

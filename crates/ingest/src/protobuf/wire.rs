@@ -38,6 +38,8 @@ impl WireError {
     }
 
     /// A value of the wrong wire type for a known field.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn wire_type(field: &'static str, actual: &Value<'_>, expected: u8) -> Self {
         WireError::new(
             field,
@@ -82,6 +84,18 @@ impl fmt::Display for WireError {
             Problem::RecursionLimit => f.write_str("recursion limit reached"),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn invalid_string(field: &'static str) -> WireError {
+    WireError::new(field, Problem::InvalidString)
+}
+
+#[cold]
+#[inline(never)]
+fn recursion_limit(field: &'static str) -> WireError {
+    WireError::new(field, Problem::RecursionLimit)
 }
 
 pub(crate) type WireResult<T> = Result<T, WireError>;
@@ -153,7 +167,7 @@ impl<'r> Value<'r> {
     #[inline]
     pub(crate) fn string(self, field: &'static str) -> WireResult<&'r str> {
         let bytes = self.bytes(field)?;
-        std::str::from_utf8(bytes).map_err(|_| WireError::new(field, Problem::InvalidString))
+        std::str::from_utf8(bytes).map_err(|_| invalid_string(field))
     }
 
     /// An embedded message's body, when the reader's `ctx` still allows one
@@ -162,7 +176,7 @@ impl<'r> Value<'r> {
     pub(crate) fn message(self, field: &'static str, ctx: u32) -> WireResult<&'r [u8]> {
         let body = self.bytes(field)?;
         if ctx == 0 {
-            return Err(WireError::new(field, Problem::RecursionLimit));
+            return Err(recursion_limit(field));
         }
         Ok(body)
     }
@@ -181,13 +195,20 @@ impl<'r> Reader<'r> {
         Reader { buf, message }
     }
 
-    #[inline]
+    #[cold]
+    #[inline(never)]
     fn error(&self, problem: Problem) -> WireError {
         WireError::new(self.message, problem)
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> WireResult<u64> {
+        if let Some(&byte) = self.buf.first()
+            && byte < 0x80
+        {
+            self.buf = &self.buf[1..];
+            return Ok(u64::from(byte));
+        }
         match decode_varint(self.buf) {
             Some((value, len)) => {
                 self.buf = &self.buf[len..];
@@ -197,7 +218,7 @@ impl<'r> Reader<'r> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, len: u64) -> WireResult<&'r [u8]> {
         if len > self.buf.len() as u64 {
             return Err(self.error(Problem::BufferUnderflow));
@@ -207,7 +228,7 @@ impl<'r> Reader<'r> {
         Ok(head)
     }
 
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> WireResult<(u32, u8)> {
         // Most keys are one byte: a tag below 16 and a valid wire type.
         if let Some(&byte) = self.buf.first()
@@ -235,7 +256,7 @@ impl<'r> Reader<'r> {
     }
 
     /// The next field, or `None` at the end of the body.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_field(&mut self) -> WireResult<Option<(u32, Value<'r>)>> {
         if self.buf.is_empty() {
             return Ok(None);
