@@ -101,6 +101,16 @@ fn main() {
             o.derive_end_time = false;
         }),
         variant("bloom fpp 0.05", &|o| o.bloom_filter_fpp = Some(0.05)),
+        variant("no statistics in attribute maps, events, links", &|o| {
+            o.nested_statistics = false
+        }),
+        variant("no dictionary in attribute maps, events, links", &|o| {
+            o.nested_dictionary = false
+        }),
+        variant("neither statistics nor dictionary there", &|o| {
+            o.nested_statistics = false;
+            o.nested_dictionary = false;
+        }),
         variant("sorted by trace id", &|o| o.sort_order = SortOrder::TraceId),
         variant("sorted by start time", &|o| {
             o.sort_order = SortOrder::StartTime

@@ -41,6 +41,10 @@ pub struct ParquetOptions {
     pub binary_ids: bool,
     /// Leave `end_time` out of files; readers derive it (see [`crate::layout`]).
     pub derive_end_time: bool,
+    /// Min/max statistics for the leaves of attribute maps, events and links.
+    pub nested_statistics: bool,
+    /// Dictionary encoding for the leaves of attribute maps, events and links.
+    pub nested_dictionary: bool,
 }
 
 impl Default for ParquetOptions {
@@ -54,6 +58,8 @@ impl Default for ParquetOptions {
             delta_encode_times: true,
             binary_ids: true,
             derive_end_time: true,
+            nested_statistics: false,
+            nested_dictionary: true,
         }
     }
 }

@@ -16,11 +16,12 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, TimestampNanosecondType};
 use lighttrace_model::{columns, spans_schema};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::config::{ParquetOptions, SortOrder};
 use crate::error::{Result, StorageError};
@@ -87,6 +88,20 @@ fn writer_properties(
             builder = builder.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
         }
     }
+    // Leaves under the attribute maps, events and links: no query prunes by the
+    // min/max of all attribute values, and computing them compares every value.
+    let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
+    for leaf in parquet_schema.columns() {
+        if leaf.path().parts().len() > 1 {
+            if !options.nested_statistics {
+                builder = builder
+                    .set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+            }
+            if !options.nested_dictionary {
+                builder = builder.set_column_dictionary_enabled(leaf.path().clone(), false);
+            }
+        }
+    }
     if let Some(fpp) = options.bloom_filter_fpp {
         let path = ColumnPath::from(columns::TRACE_ID);
         builder = builder
@@ -122,7 +137,15 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
         }
     };
 
-    let mut distinct: HashSet<[u8; 16]> = HashSet::new();
+    // The spans of one request are adjacent, so most repeats are of the id
+    // just seen; the set only sees the others.
+    // Seeded per call: trace ids come from clients, which must not be able to
+    // pick colliding ones.
+    let seed =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+    let mut distinct: HashSet<[u8; 16], Xxh3Builder> =
+        HashSet::with_hasher(Xxh3Builder::new().with_seed(seed));
+    let mut last: Option<[u8; 16]> = None;
     let (mut min_start_ns, mut max_start_ns) = (i64::MAX, i64::MIN);
     let (mut min_end_ns, mut max_end_ns) = (i64::MAX, i64::MIN);
     let mut rows = 0usize;
@@ -133,8 +156,11 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
         let trace_ids = file_batch.column_by_name(columns::TRACE_ID);
         if let Some(binary) = trace_ids.and_then(|c| c.as_fixed_size_binary_opt()) {
             for value in binary.iter().flatten() {
-                if let Ok(id) = <[u8; 16]>::try_from(value) {
+                if let Ok(id) = <[u8; 16]>::try_from(value)
+                    && last != Some(id)
+                {
                     distinct.insert(id);
+                    last = Some(id);
                 }
             }
         } else if let Some(text) = trace_ids.and_then(|c| c.as_string_opt::<i32>()) {

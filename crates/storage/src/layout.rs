@@ -145,20 +145,32 @@ fn hex_to_binary(text: &StringArray, width: i32) -> Option<FixedSizeBinaryArray>
 }
 
 fn decode_lower_hex(hex: &[u8], out: &mut [u8]) -> Option<()> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
+    /// Value of each lowercase hex digit; 0xff for every other byte.
+    const NIBBLE: [u8; 256] = {
+        let mut table = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
         }
-    }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
     if hex.len() != out.len() * 2 {
         return None;
     }
+    let mut invalid = 0u8;
     for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (high, low) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        // Checked once per id: 0xff has the high bit set, a digit never does.
+        invalid |= high | low;
+        *byte = (high << 4) | (low & 0x0f);
     }
-    Some(())
+    (invalid & 0x80 == 0).then_some(())
 }
 
 /// Lowercase hex text of each value.
