@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! lighttrace gen --topology ../shared/data/topologies/hipster-shop.json --traces 100000 --data /tmp/layout-lake
-//! cargo bench -p lighttrace-storage --bench parquet_layout -- /tmp/layout-lake [rows per file, default 200000]
+//! cargo bench -p lighttrace-storage --bench parquet_layout -- /tmp/layout-lake [rows per file, default 200000] [rows per buffered batch, default 100]
 //! ```
 //!
 //! Each partition's rows are re-cut into files of at most `rows per file` (what a
-//! size-triggered flush writes) and encoded with `encode_partition`, the function
-//! the flusher uses. Results are recorded in `benches/RESULTS.md`.
+//! size-triggered flush writes), handed over in batches of `rows per buffered
+//! batch` (what the buffers hold) and encoded with `encode_partition`, the
+//! function the flusher uses. Results are recorded in `benches/RESULTS.md`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,13 @@ fn main() {
         std::process::exit(2);
     };
     let rows_per_file: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    // Buffers hold one batch per request and partition: about a hundred spans
+    // of one service from a thousand-span request.
+    let batch_rows: usize = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+        .max(1);
     let mut files = Vec::new();
     parquet_files(&Path::new(lake).join("spans"), &mut files);
     let mut partitions: BTreeMap<PathBuf, Vec<RecordBatch>> = BTreeMap::new();
@@ -66,7 +74,7 @@ fn main() {
         }
     }
     println!(
-        "{} spans in {} partitions ({} files, {:.1} B/span as stored now); files cut at {rows_per_file} rows\n",
+        "{} spans in {} partitions ({} files, {:.1} B/span as stored now); files cut at {rows_per_file} rows, in batches of {batch_rows}\n",
         spans,
         partitions.len(),
         files.len(),
@@ -78,7 +86,13 @@ fn main() {
             let all = arrow::compute::concat_batches(&spans_schema(), batches).unwrap();
             (0..all.num_rows())
                 .step_by(rows_per_file)
-                .map(|offset| vec![all.slice(offset, rows_per_file.min(all.num_rows() - offset))])
+                .map(|offset| {
+                    let file = all.slice(offset, rows_per_file.min(all.num_rows() - offset));
+                    (0..file.num_rows())
+                        .step_by(batch_rows)
+                        .map(|o| file.slice(o, batch_rows.min(file.num_rows() - o)))
+                        .collect()
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -103,13 +117,6 @@ fn main() {
         variant("bloom fpp 0.05", &|o| o.bloom_filter_fpp = Some(0.05)),
         variant("no statistics in attribute maps, events, links", &|o| {
             o.nested_statistics = false
-        }),
-        variant("no dictionary in attribute maps, events, links", &|o| {
-            o.nested_dictionary = false
-        }),
-        variant("neither statistics nor dictionary there", &|o| {
-            o.nested_statistics = false;
-            o.nested_dictionary = false;
         }),
         variant("sorted by trace id", &|o| o.sort_order = SortOrder::TraceId),
         variant("sorted by start time", &|o| {

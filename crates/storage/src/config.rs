@@ -43,8 +43,6 @@ pub struct ParquetOptions {
     pub derive_end_time: bool,
     /// Min/max statistics for the leaves of attribute maps, events and links.
     pub nested_statistics: bool,
-    /// Dictionary encoding for the leaves of attribute maps, events and links.
-    pub nested_dictionary: bool,
 }
 
 impl Default for ParquetOptions {
@@ -59,7 +57,6 @@ impl Default for ParquetOptions {
             binary_ids: true,
             derive_end_time: true,
             nested_statistics: false,
-            nested_dictionary: true,
         }
     }
 }

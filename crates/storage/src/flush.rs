@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Schema, TimestampNanosecondType};
 use lighttrace_model::{columns, spans_schema};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::config::{ParquetOptions, SortOrder};
 use crate::error::{Result, StorageError};
-use crate::layout::{LAYOUT_METADATA_KEY, to_file_batch};
+use crate::layout::{LAYOUT_METADATA_KEY, file_schema, to_file_batch};
 use crate::trace_filter::TraceIdFilter;
 
 /// A Parquet file image and what the catalog records about it.
@@ -42,7 +42,7 @@ pub struct EncodedFile {
 fn writer_properties(
     options: &ParquetOptions,
     schema: &Schema,
-    distinct_traces: usize,
+    max_distinct_traces: usize,
 ) -> Result<WriterProperties> {
     let trace_idx = schema.index_of(columns::TRACE_ID)?;
     let start_idx = schema.index_of(columns::START_TIME)?;
@@ -92,14 +92,9 @@ fn writer_properties(
     // min/max of all attribute values, and computing them compares every value.
     let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
     for leaf in parquet_schema.columns() {
-        if leaf.path().parts().len() > 1 {
-            if !options.nested_statistics {
-                builder = builder
-                    .set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
-            }
-            if !options.nested_dictionary {
-                builder = builder.set_column_dictionary_enabled(leaf.path().clone(), false);
-            }
+        if leaf.path().parts().len() > 1 && !options.nested_statistics {
+            builder =
+                builder.set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
         }
     }
     if let Some(fpp) = options.bloom_filter_fpp {
@@ -107,13 +102,29 @@ fn writer_properties(
         builder = builder
             .set_column_bloom_filter_enabled(path.clone(), true)
             .set_column_bloom_filter_fpp(path.clone(), fpp)
-            .set_column_bloom_filter_max_ndv(path, distinct_traces.max(1) as u64);
+            .set_column_bloom_filter_max_ndv(path, max_distinct_traces.max(1) as u64);
     }
     Ok(builder.build())
 }
 
 /// Sorts and encodes one partition's batches. CPU-bound: call off the async runtime.
 pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Result<EncodedFile> {
+    if let Some(file) = encode_with(batches, options)? {
+        return Ok(file);
+    }
+    // An id column held something other than hex ids (only possible for
+    // batches written directly): the whole file keeps ids as text.
+    let text_ids = ParquetOptions {
+        binary_ids: false,
+        ..options.clone()
+    };
+    encode_with(batches, &text_ids)?.ok_or_else(|| {
+        StorageError::InvalidBatch("span batch does not convert to the file layout".into())
+    })
+}
+
+/// `None` when a batch does not convert to the layout `options` ask for.
+fn encode_with(batches: &[RecordBatch], options: &ParquetOptions) -> Result<Option<EncodedFile>> {
     let schema = spans_schema();
     let trace_idx = schema.index_of(columns::TRACE_ID)?;
     let start_idx = schema.index_of(columns::START_TIME)?;
@@ -136,11 +147,23 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
             vec![take_record_batch(&batch, &indices)?]
         }
     };
+    let rows: usize = sorted.iter().map(RecordBatch::num_rows).sum();
+    if rows == 0 {
+        return Err(StorageError::InvalidBatch("nothing to flush".into()));
+    }
 
-    // The spans of one request are adjacent, so most repeats are of the id
-    // just seen; the set only sees the others.
+    let file_schema = file_schema(options);
+    // The bloom filters are sized for a row group of distinct traces and folded
+    // down to the target false-positive rate once written.
+    let props = writer_properties(options, &file_schema, rows.min(options.row_group_rows))?;
+    let mut writer = ArrowWriter::try_new(
+        Vec::with_capacity(rows * 40),
+        Arc::clone(&file_schema),
+        Some(props),
+    )?;
     // Seeded per call: trace ids come from clients, which must not be able to
-    // pick colliding ones.
+    // pick colliding ones. The spans of one request are adjacent, so most
+    // repeats are of the id just seen and never reach the set.
     let seed =
         std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
     let mut distinct: HashSet<[u8; 16], Xxh3Builder> =
@@ -148,12 +171,36 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
     let mut last: Option<[u8; 16]> = None;
     let (mut min_start_ns, mut max_start_ns) = (i64::MAX, i64::MIN);
     let (mut min_end_ns, mut max_end_ns) = (i64::MAX, i64::MIN);
-    let mut rows = 0usize;
-    let mut file_batches = Vec::with_capacity(sorted.len());
+
+    // Buffered batches are small (one per request and partition) but are
+    // written as they are: concatenating them first measured no faster.
     for batch in &sorted {
-        rows += batch.num_rows();
-        let file_batch = to_file_batch(batch, options)?;
-        let trace_ids = file_batch.column_by_name(columns::TRACE_ID);
+        let (lo, hi) = min_max(
+            batch
+                .column(start_idx)
+                .as_primitive::<TimestampNanosecondType>()
+                .values(),
+        );
+        (min_start_ns, max_start_ns) = (min_start_ns.min(lo), max_start_ns.max(hi));
+        let (lo, hi) = min_max(
+            batch
+                .column(end_idx)
+                .as_primitive::<TimestampNanosecondType>()
+                .values(),
+        );
+        (min_end_ns, max_end_ns) = (min_end_ns.min(lo), max_end_ns.max(hi));
+
+        let converted = to_file_batch(batch, options)?;
+        let same_types = converted
+            .schema()
+            .fields()
+            .iter()
+            .zip(file_schema.fields())
+            .all(|(a, b)| a.data_type() == b.data_type());
+        if !same_types {
+            return Ok(None);
+        }
+        let trace_ids = converted.column_by_name(columns::TRACE_ID);
         if let Some(binary) = trace_ids.and_then(|c| c.as_fixed_size_binary_opt()) {
             for value in binary.iter().flatten() {
                 if let Ok(id) = <[u8; 16]>::try_from(value)
@@ -171,73 +218,18 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
                 }
             }
         }
-        file_batches.push(file_batch);
-        let (lo, hi) = min_max(
-            batch
-                .column(start_idx)
-                .as_primitive::<TimestampNanosecondType>()
-                .values(),
-        );
-        (min_start_ns, max_start_ns) = (min_start_ns.min(lo), max_start_ns.max(hi));
-        let (lo, hi) = min_max(
-            batch
-                .column(end_idx)
-                .as_primitive::<TimestampNanosecondType>()
-                .values(),
-        );
-        (min_end_ns, max_end_ns) = (min_end_ns.min(lo), max_end_ns.max(hi));
+        // The file schema without the buffers' field metadata.
+        let converted =
+            RecordBatch::try_new(Arc::clone(&file_schema), converted.columns().to_vec())?;
+        writer.write(&converted)?;
     }
-    if rows == 0 {
-        return Err(StorageError::InvalidBatch("nothing to flush".into()));
-    }
+    let bytes = writer.into_inner()?;
+
     let mut trace_filter = TraceIdFilter::with_capacity(distinct.len());
     for id in &distinct {
         trace_filter.insert(id);
     }
-
-    // Every batch of one partition converts the same way unless an id column
-    // held something else than hex ids in one of them: then the text layout is
-    // used for the whole file.
-    let types = |b: &RecordBatch| -> Vec<DataType> {
-        b.schema()
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect()
-    };
-    if file_batches
-        .iter()
-        .any(|b| types(b) != types(&file_batches[0]))
-    {
-        let text_ids = ParquetOptions {
-            binary_ids: false,
-            ..options.clone()
-        };
-        file_batches = sorted
-            .iter()
-            .map(|b| to_file_batch(b, &text_ids))
-            .collect::<Result<_>>()?;
-    }
-    let file_schema = Arc::new(Schema::new(
-        file_batches[0]
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| Field::new(f.name(), f.data_type().clone(), f.is_nullable()))
-            .collect::<Vec<_>>(),
-    ));
-    let file_batches = file_batches
-        .into_iter()
-        .map(|b| RecordBatch::try_new(Arc::clone(&file_schema), b.columns().to_vec()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let props = writer_properties(options, &file_schema, distinct.len())?;
-    let mut bytes = Vec::with_capacity(rows * 48);
-    let mut writer = ArrowWriter::try_new(&mut bytes, Arc::clone(&file_schema), Some(props))?;
-    for batch in &file_batches {
-        writer.write(batch)?;
-    }
-    writer.close()?;
-    Ok(EncodedFile {
+    Ok(Some(EncodedFile {
         bytes,
         rows: rows as u64,
         min_start_ns,
@@ -245,7 +237,7 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
         min_end_ns,
         max_end_ns,
         trace_filter,
-    })
+    }))
 }
 
 /// The layout recorded in a file's metadata: which table columns are stored differently.

@@ -28,7 +28,7 @@ use arrow::array::{
     TimestampNanosecondArray,
 };
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampNanosecondType};
 use lighttrace_model::{columns, spans_schema};
 
 use crate::config::ParquetOptions;
@@ -104,6 +104,23 @@ pub fn to_table_batch(batch: &RecordBatch) -> Result<RecordBatch> {
         arrays.push(array);
     }
     Ok(RecordBatch::try_new(table, arrays)?)
+}
+
+/// The schema of files written under `options` when every id converts, without
+/// field metadata.
+pub(crate) fn file_schema(options: &ParquetOptions) -> SchemaRef {
+    let fields: Vec<Field> = spans_schema()
+        .fields()
+        .iter()
+        .filter(|f| !(options.derive_end_time && f.name() == columns::END_TIME))
+        .map(|f| match ID_COLUMNS.iter().find(|(id, _)| id == f.name()) {
+            Some((_, width)) if options.binary_ids => {
+                Field::new(f.name(), DataType::FixedSizeBinary(*width), f.is_nullable())
+            }
+            _ => Field::new(f.name(), f.data_type().clone(), f.is_nullable()),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 fn derived_end_time(batch: &RecordBatch) -> Result<ArrayRef> {
@@ -306,6 +323,17 @@ mod tests {
         );
         let round_trip = to_table_batch(&compact).unwrap();
         assert_eq!(round_trip.columns(), table.columns());
+        let fields = |schema: &Schema| -> Vec<(String, DataType)> {
+            schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect()
+        };
+        assert_eq!(
+            fields(&compact.schema()),
+            fields(&file_schema(&options(true, true)))
+        );
         let plain = to_file_batch(&table, &options(false, false)).unwrap();
         assert_eq!(plain.schema().fields(), table.schema().fields());
     }
