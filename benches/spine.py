@@ -94,6 +94,14 @@ def parquet_bytes(data):
     return total
 
 
+def catalog_bytes(data):
+    """Everything under _catalog/: commits, checkpoints (with the per-file trace filters)."""
+    total = 0
+    for dirpath, _, files in os.walk(os.path.join(data, "_catalog")):
+        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return total
+
+
 def otlp_json_span(trace_id, span_id, now_ns):
     return json.dumps({"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "bench"}}]},
@@ -130,12 +138,14 @@ def bench_ingest(workdir, traces, results):
         seen += rows == [[span_id]]
     server.stop()
     at_rest = parquet_bytes(data)
+    catalog = catalog_bytes(data)
     results += [
         ("ingest, OTLP/HTTP protobuf, WAL fsync on", f"{spans / wall:,.0f} spans/s wall ({spans:,} spans, {wall:.1f} s, client on the same 2 cores)"),
         ("ingest per server CPU-second", f"{spans / cpu:,.0f} spans per CPU-s ({cpu:.1f} CPU-s) — target ≥ 300k"),
         ("server peak RSS during ingest", f"{rss / 2**20:,.0f} MiB — target ≤ 1 GiB"),
         ("spans counted by SQL after ingest", f"{count:,} (sent {spans:,})"),
         ("bytes per span at rest (Parquet, zstd)", f"{at_rest / spans:.1f} B ({at_rest:,} B) — target ≤ 30 B"),
+        ("catalog at rest (file list, statistics, per-file trace filters)", f"{catalog / spans:.1f} B per span ({catalog:,} B)"),
         ("raw OTLP protobuf per span (as sent)", f"{summary.get('payload_bytes', 0) / spans:.1f} B"),
         ("read-your-writes (query right after ack)", f"{seen}/{tries} seen"),
     ]
