@@ -17,7 +17,7 @@ use crate::attributes::{
 use lighttrace_model::AttrType;
 
 use super::schema::{self, Message};
-use super::wire::{Reader, Value, WireError, WireResult};
+use super::wire::{Reader, Value, WireError, WireResult, decode_varint, utf8};
 
 /// Why a value could not be rendered.
 #[derive(Debug)]
@@ -344,6 +344,10 @@ pub(crate) fn render_key_value<'r>(
     text: &mut String,
     out: &mut Vec<PendingAttr<'r>>,
 ) -> Result<(), RenderError> {
+    if let Some(attr) = render_common_layout(body, ctx, text) {
+        out.push(attr);
+        return Ok(());
+    }
     let (key, source) = read_key_value(body, ctx)?;
     let (value, ty) = match source {
         None => (PendingValue::Borrowed(""), AttrType::String),
@@ -351,6 +355,64 @@ pub(crate) fn render_key_value<'r>(
     };
     out.push(PendingAttr { key, value, ty });
     Ok(())
+}
+
+/// A scalar attribute in the layout that OTLP encoders write:
+/// `KeyValue{1: key, 2: AnyValue{one scalar field}}`, every length one byte,
+/// nothing else. Reading it by its bytes skips the general field loops, which
+/// were most of the time spent on attributes. Any other layout, and anything
+/// invalid, is left to the general path (`None`, with `text` untouched), so
+/// results and errors are always the general path's.
+#[inline(always)]
+fn render_common_layout<'r>(
+    body: &'r [u8],
+    ctx: u32,
+    text: &mut String,
+) -> Option<PendingAttr<'r>> {
+    // The general path needs one level of budget for `KeyValue.value`.
+    if ctx == 0 {
+        return None;
+    }
+    let [0x0a, key_len, rest @ ..] = body else {
+        return None;
+    };
+    if *key_len >= 0x80 {
+        return None;
+    }
+    let (key, rest) = rest.split_at_checked(usize::from(*key_len))?;
+    let [0x12, any_len, any @ ..] = rest else {
+        return None;
+    };
+    if *any_len >= 0x80 || usize::from(*any_len) != any.len() {
+        return None;
+    }
+    let key = utf8(key)?;
+    let (value, ty) = match any {
+        [0x0a, len, s @ ..] if *len < 0x80 && usize::from(*len) == s.len() => {
+            (PendingValue::Borrowed(utf8(s)?), AttrType::String)
+        }
+        [0x10, b] if *b < 0x80 => (
+            PendingValue::Borrowed(if *b != 0 { "true" } else { "false" }),
+            AttrType::Bool,
+        ),
+        [0x18, varint @ ..] => {
+            let (i, len) = decode_varint(varint)?;
+            if len != varint.len() {
+                return None;
+            }
+            let start = text.len();
+            push_int(text, i as i64);
+            (PendingValue::Text(start..text.len()), AttrType::Int)
+        }
+        [0x21, bits @ ..] => {
+            let bits: [u8; 8] = bits.try_into().ok()?;
+            let start = text.len();
+            push_display_double(text, f64::from_bits(u64::from_le_bytes(bits)));
+            (PendingValue::Text(start..text.len()), AttrType::Double)
+        }
+        _ => return None,
+    };
+    Some(PendingAttr { key, value, ty })
 }
 
 /// The text of one attribute value and its type; see [`crate::attributes`].

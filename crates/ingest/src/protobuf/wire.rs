@@ -167,7 +167,7 @@ impl<'r> Value<'r> {
     #[inline]
     pub(crate) fn string(self, field: &'static str) -> WireResult<&'r str> {
         let bytes = self.bytes(field)?;
-        std::str::from_utf8(bytes).map_err(|_| invalid_string(field))
+        utf8(bytes).ok_or_else(|| invalid_string(field))
     }
 
     /// An embedded message's body, when the reader's `ctx` still allows one
@@ -180,6 +180,18 @@ impl<'r> Value<'r> {
         }
         Ok(body)
     }
+}
+
+/// `bytes` as text, if it is UTF-8. Nearly every string in a trace is short
+/// ASCII, for which the word-at-a-time ASCII test inlines to a few
+/// instructions where `str::from_utf8` is a call with its own setup.
+#[inline(always)]
+pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 /// Reads the fields of one message body, front to back.
