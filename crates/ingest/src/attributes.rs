@@ -8,11 +8,10 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::ops::Range;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use lighttrace_model::{Attr, AttrType};
+pub(crate) use lighttrace_model::{Attr, AttrType, PendingAttr, PendingValue};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 /// Arrays and kvlists may nest this deep; one level more makes the request malformed.
@@ -25,33 +24,6 @@ pub(crate) struct NestedTooDeep;
 impl std::fmt::Display for NestedTooDeep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "attribute value nested deeper than {MAX_NESTING} levels")
-    }
-}
-
-/// Where a rendered value is: borrowed from the request (or static), or a range
-/// of the scratch text.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PendingValue<'r> {
-    Borrowed(&'r str),
-    Text(Range<usize>),
-}
-
-/// An attribute whose value may still live in the scratch text.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PendingAttr<'r> {
-    pub key: &'r str,
-    pub value: PendingValue<'r>,
-    pub ty: AttrType,
-}
-
-impl PendingAttr<'_> {
-    /// Bytes this attribute adds to the batch (key plus rendered value).
-    pub fn text_len(&self) -> usize {
-        self.key.len()
-            + match &self.value {
-                PendingValue::Borrowed(s) => s.len(),
-                PendingValue::Text(range) => range.len(),
-            }
     }
 }
 

@@ -1,12 +1,10 @@
 //! OTLP traces (protobuf or JSON) into a `spans` batch, and the export response.
 
-use std::borrow::Cow;
 use std::fmt;
-use std::ops::Range;
 
 use lighttrace_model::{
-    Attr, EventRecord, IdError, LinkRecord, SharedAttributes, Source, SpanBatchBuilder, SpanId,
-    SpanKind, SpanRecord, StatusCode, TraceId,
+    Attr, IdError, PendingEvent, PendingLink, RenderedAttributes, SharedAttributes, Source,
+    SpanBatchBuilder, SpanId, SpanKind, SpanRecord, StatusCode, TraceId,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -259,25 +257,8 @@ impl Rejections {
     }
 }
 
-/// An event whose attributes are `pending[attributes]`.
-pub(crate) struct PendingEvent<'r> {
-    pub time_ns: i64,
-    pub name: &'r str,
-    pub attributes: Range<usize>,
-}
-
-/// A valid link whose attributes are `pending[attributes]`.
-pub(crate) struct PendingLink<'r> {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub trace_state: &'r str,
-    pub attributes: Range<usize>,
-}
-
-/// Reusable buffers, so that appending a span allocates nothing once they have
-/// grown to the request's largest span. Vectors of borrowed records are kept
-/// empty between spans (their lifetime is then irrelevant, see
-/// [`recycle_attrs`]).
+/// Reusable buffers, so that rendering a span allocates nothing once they
+/// have grown to the request's largest span.
 #[derive(Default)]
 pub(crate) struct Scratch<'r> {
     /// Rendered non-string values of the current span, its events and links.
@@ -288,11 +269,6 @@ pub(crate) struct Scratch<'r> {
     pub span_attribute_count: usize,
     pub events: Vec<PendingEvent<'r>>,
     pub links: Vec<PendingLink<'r>>,
-    span_attrs: Vec<Attr<'static>>,
-    event_records: Vec<EventRecord<'static>>,
-    link_records: Vec<LinkRecord<'static>>,
-    /// Attribute vectors of events and links, which `EventRecord` / `LinkRecord` own.
-    attr_pool: Vec<Vec<Attr<'static>>>,
 }
 
 impl Scratch<'_> {
@@ -303,22 +279,6 @@ impl Scratch<'_> {
         self.events.clear();
         self.links.clear();
     }
-}
-
-fn recycle_events<'b>(mut events: Vec<EventRecord<'_>>) -> Vec<EventRecord<'b>> {
-    events.clear();
-    events
-        .into_iter()
-        .map(|_| unreachable!("cleared above"))
-        .collect()
-}
-
-fn recycle_links<'b>(mut links: Vec<LinkRecord<'_>>) -> Vec<LinkRecord<'b>> {
-    links.clear();
-    links
-        .into_iter()
-        .map(|_| unreachable!("cleared above"))
-        .collect()
 }
 
 pub(crate) fn nested_too_deep(e: crate::attributes::NestedTooDeep) -> IngestError {
@@ -464,7 +424,7 @@ fn append_request(
                 budget.spend(resource_bytes, span_bytes(&text, &scratch))?;
                 append_span(
                     &mut builder,
-                    &mut scratch,
+                    &scratch,
                     &SpanContext {
                         project,
                         service_name,
@@ -547,50 +507,11 @@ pub(crate) struct SpanContext<'a> {
 /// Appends a span whose attributes, events and links are rendered in `scratch`.
 pub(crate) fn append_span(
     builder: &mut SpanBatchBuilder,
-    scratch: &mut Scratch<'_>,
+    scratch: &Scratch<'_>,
     context: &SpanContext<'_>,
     span: &SpanText<'_>,
     valid: &ValidSpan,
 ) {
-    let text = scratch.text.as_str();
-    let mut attributes = recycle_attrs(std::mem::take(&mut scratch.span_attrs));
-    resolve(
-        &scratch.pending[..scratch.span_attribute_count],
-        text,
-        &mut attributes,
-    );
-
-    let mut events = recycle_events(std::mem::take(&mut scratch.event_records));
-    for event in &scratch.events {
-        let mut event_attrs = recycle_attrs(scratch.attr_pool.pop().unwrap_or_default());
-        resolve(
-            &scratch.pending[event.attributes.clone()],
-            text,
-            &mut event_attrs,
-        );
-        events.push(EventRecord {
-            time_ns: event.time_ns,
-            name: Cow::Borrowed(event.name),
-            attributes: event_attrs,
-        });
-    }
-
-    let mut links = recycle_links(std::mem::take(&mut scratch.link_records));
-    for link in &scratch.links {
-        let mut link_attrs = recycle_attrs(scratch.attr_pool.pop().unwrap_or_default());
-        resolve(
-            &scratch.pending[link.attributes.clone()],
-            text,
-            &mut link_attrs,
-        );
-        links.push(LinkRecord {
-            trace_id: link.trace_id,
-            span_id: link.span_id,
-            trace_state: Some(Cow::Borrowed(link.trace_state)),
-            attributes: link_attrs,
-        });
-    }
-
     let record = SpanRecord {
         project: context.project,
         trace_id: valid.trace_id,
@@ -604,29 +525,27 @@ pub(crate) fn append_span(
         end_time_ns: valid.end_time_ns,
         status_code: StatusCode::from_otlp(span.status.map_or(0, |(code, _)| code)),
         status_message: span.status.map(|(_, message)| message),
-        attributes: &attributes,
+        attributes: &[],
         resource_attributes: match context.resource_attributes {
             ResourceAttributes::Each(attrs) => attrs,
             ResourceAttributes::Shared(_) => &[],
         },
         scope_name: context.scope_name,
         scope_version: context.scope_version,
-        events: &events,
-        links: &links,
+        events: &[],
+        links: &[],
         source: Source::Otlp,
     };
-    match context.resource_attributes {
-        ResourceAttributes::Each(_) => builder.append(&record),
-        ResourceAttributes::Shared(shared) => builder.append_with_resource(&record, shared),
-    }
-
-    for event in events.drain(..) {
-        scratch.attr_pool.push(recycle_attrs(event.attributes));
-    }
-    for link in links.drain(..) {
-        scratch.attr_pool.push(recycle_attrs(link.attributes));
-    }
-    scratch.event_records = recycle_events(events);
-    scratch.link_records = recycle_links(links);
-    scratch.span_attrs = recycle_attrs(attributes);
+    let rendered = RenderedAttributes {
+        text: &scratch.text,
+        attributes: &scratch.pending,
+        span_attributes: scratch.span_attribute_count,
+        events: &scratch.events,
+        links: &scratch.links,
+    };
+    let shared = match context.resource_attributes {
+        ResourceAttributes::Each(_) => None,
+        ResourceAttributes::Shared(shared) => Some(shared),
+    };
+    builder.append_rendered(&record, &rendered, shared);
 }

@@ -1,6 +1,7 @@
 //! [`SpanBatchBuilder`]: decoded spans in, Arrow `RecordBatch` out.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -108,6 +109,82 @@ pub struct SpanRecord<'a> {
     pub source: Source,
 }
 
+/// Where a rendered attribute value is: borrowed from the request (or
+/// static), or a range of the span's [`RenderedAttributes::text`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum PendingValue<'r> {
+    Borrowed(&'r str),
+    Text(Range<usize>),
+}
+
+/// An attribute as a decoder renders it: every non-string value of a span goes
+/// into one shared text, so that no value needs an allocation of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAttr<'r> {
+    pub key: &'r str,
+    pub value: PendingValue<'r>,
+    pub ty: AttrType,
+}
+
+impl PendingAttr<'_> {
+    /// Bytes this attribute adds to the batch (key plus rendered value).
+    pub fn text_len(&self) -> usize {
+        self.key.len()
+            + match &self.value {
+                PendingValue::Borrowed(s) => s.len(),
+                PendingValue::Text(range) => range.len(),
+            }
+    }
+}
+
+/// An event whose attributes are `attributes[range]` of its [`RenderedAttributes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent<'r> {
+    pub time_ns: i64,
+    pub name: &'r str,
+    pub attributes: Range<usize>,
+}
+
+/// A link whose attributes are `attributes[range]` of its [`RenderedAttributes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingLink<'r> {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// Empty: no trace state (null).
+    pub trace_state: &'r str,
+    pub attributes: Range<usize>,
+}
+
+/// The attributes, events and links of one span as a decoder renders them,
+/// appended without first building [`Attr`]s, [`EventRecord`]s and
+/// [`LinkRecord`]s (that conversion was a tenth of OTLP decoding).
+#[derive(Debug, Clone, Copy)]
+pub struct RenderedAttributes<'a> {
+    /// The text that [`PendingValue::Text`] ranges point into.
+    pub text: &'a str,
+    /// The span's own attributes first, then those of its events and links.
+    pub attributes: &'a [PendingAttr<'a>],
+    /// How many of `attributes` belong to the span itself.
+    pub span_attributes: usize,
+    pub events: &'a [PendingEvent<'a>],
+    pub links: &'a [PendingLink<'a>],
+}
+
+impl<'a> RenderedAttributes<'a> {
+    fn value(&self, attr: &'a PendingAttr<'a>) -> &'a str {
+        match &attr.value {
+            PendingValue::Borrowed(s) => s,
+            // A range that is not in `text` is the decoder's bug; an empty
+            // value keeps the batch well-formed.
+            PendingValue::Text(range) => self.text.get(range.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn attributes(&self, range: Range<usize>) -> &'a [PendingAttr<'a>] {
+        self.attributes.get(range).unwrap_or_default()
+    }
+}
+
 type AttrMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
 
 fn new_map_builder() -> AttrMapBuilder {
@@ -116,12 +193,28 @@ fn new_map_builder() -> AttrMapBuilder {
 
 /// Appends the attributes to the value map and the non-string types to the type map.
 fn append_attrs(values: &mut AttrMapBuilder, types: &mut AttrMapBuilder, attrs: &[Attr<'_>]) {
-    for attr in attrs {
-        values.keys().append_value(&attr.key);
-        values.values().append_value(&attr.value);
-        if attr.ty != AttrType::String {
-            types.keys().append_value(&attr.key);
-            types.values().append_value(attr.ty.as_str());
+    append_attr_triples(
+        values,
+        types,
+        attrs
+            .iter()
+            .map(|a| (a.key.as_ref(), a.value.as_ref(), a.ty)),
+    );
+}
+
+/// [`append_attrs`] for `(key, value, type)` triples.
+#[inline]
+fn append_attr_triples<'s>(
+    values: &mut AttrMapBuilder,
+    types: &mut AttrMapBuilder,
+    attrs: impl Iterator<Item = (&'s str, &'s str, AttrType)>,
+) {
+    for (key, value, ty) in attrs {
+        values.keys().append_value(key);
+        values.values().append_value(value);
+        if ty != AttrType::String {
+            types.keys().append_value(key);
+            types.values().append_value(ty.as_str());
         }
     }
     values
@@ -288,23 +381,88 @@ impl SpanBatchBuilder {
     }
 
     pub fn append(&mut self, span: &SpanRecord<'_>) {
-        self.append_with(span, |values, types| {
-            append_attrs(values, types, span.resource_attributes)
-        });
+        self.append_scalars(span);
+        append_attrs(
+            &mut self.resource_attributes,
+            &mut self.resource_attribute_types,
+            span.resource_attributes,
+        );
+        self.append_records(span);
     }
 
     /// Appends `span` with `resource` as its resource attributes, for callers
     /// that append many spans of one resource; `span.resource_attributes` is
     /// not read. The batch is the one [`append`](Self::append) would build.
     pub fn append_with_resource(&mut self, span: &SpanRecord<'_>, resource: &SharedAttributes) {
-        self.append_with(span, |values, types| resource.append_to(values, types));
+        self.append_scalars(span);
+        resource.append_to(
+            &mut self.resource_attributes,
+            &mut self.resource_attribute_types,
+        );
+        self.append_records(span);
     }
 
-    fn append_with(
+    /// Appends `span` with its attributes, events and links taken from
+    /// `rendered` (`span.attributes`, `events` and `links` are not read), and
+    /// `resource` as its resource attributes, or `span.resource_attributes`
+    /// when `None`. The batch is the one [`append`](Self::append) would build
+    /// from the same values.
+    pub fn append_rendered(
         &mut self,
         span: &SpanRecord<'_>,
-        resource_attributes: impl FnOnce(&mut AttrMapBuilder, &mut AttrMapBuilder),
+        rendered: &RenderedAttributes<'_>,
+        resource: Option<&SharedAttributes>,
     ) {
+        self.append_scalars(span);
+        match resource {
+            Some(resource) => resource.append_to(
+                &mut self.resource_attributes,
+                &mut self.resource_attribute_types,
+            ),
+            None => append_attrs(
+                &mut self.resource_attributes,
+                &mut self.resource_attribute_types,
+                span.resource_attributes,
+            ),
+        }
+        append_attr_triples(
+            &mut self.attributes,
+            &mut self.attribute_types,
+            rendered
+                .attributes(0..rendered.span_attributes)
+                .iter()
+                .map(|a| (a.key, rendered.value(a), a.ty)),
+        );
+        self.scope_columns(span);
+        let events = self.events.values();
+        for event in rendered.events {
+            let attrs = rendered.attributes(event.attributes.clone());
+            append_event(
+                events,
+                event.time_ns,
+                event.name,
+                attrs.iter().map(|a| (a.key, rendered.value(a), a.ty)),
+            );
+        }
+        self.events.append(true);
+        let links = self.links.values();
+        for link in rendered.links {
+            let attrs = rendered.attributes(link.attributes.clone());
+            append_link(
+                &mut self.hex,
+                links,
+                &link.trace_id,
+                &link.span_id,
+                link.trace_state,
+                attrs.iter().map(|a| (a.key, rendered.value(a), a.ty)),
+            );
+        }
+        self.links.append(true);
+        self.source.append_value(span.source.as_str());
+    }
+
+    /// The columns before the attributes.
+    fn append_scalars(&mut self, span: &SpanRecord<'_>) {
         self.project.append_value(span.project);
         Self::append_hex(&mut self.hex, &mut self.trace_id, &span.trace_id);
         Self::append_hex(&mut self.hex, &mut self.span_id, &span.span_id);
@@ -324,59 +482,48 @@ impl SpanBatchBuilder {
         self.status_code.append_value(span.status_code.as_str());
         self.status_message
             .append_option(span.status_message.filter(|s| !s.is_empty()));
+    }
+
+    fn scope_columns(&mut self, span: &SpanRecord<'_>) {
+        self.scope_name
+            .append_option(span.scope_name.filter(|s| !s.is_empty()));
+        self.scope_version
+            .append_option(span.scope_version.filter(|s| !s.is_empty()));
+    }
+
+    /// The span's attributes, scope, events, links and source from `span`.
+    fn append_records(&mut self, span: &SpanRecord<'_>) {
         append_attrs(
             &mut self.attributes,
             &mut self.attribute_types,
             span.attributes,
         );
-        resource_attributes(
-            &mut self.resource_attributes,
-            &mut self.resource_attribute_types,
-        );
-        self.scope_name
-            .append_option(span.scope_name.filter(|s| !s.is_empty()));
-        self.scope_version
-            .append_option(span.scope_version.filter(|s| !s.is_empty()));
-
+        self.scope_columns(span);
         let events = self.events.values();
         for event in span.events {
-            events
-                .field_builder::<TimestampNanosecondBuilder>(0)
-                .expect("events.time")
-                .append_value(event.time_ns);
-            events
-                .field_builder::<StringBuilder>(1)
-                .expect("events.name")
-                .append_value(&event.name);
-            append_two_maps(events, 2, 3, &event.attributes);
-            events.append(true);
+            append_event(
+                events,
+                event.time_ns,
+                &event.name,
+                event
+                    .attributes
+                    .iter()
+                    .map(|a| (a.key.as_ref(), a.value.as_ref(), a.ty)),
+            );
         }
         self.events.append(true);
-
         let links = self.links.values();
         for link in span.links {
-            let trace_id = link.trace_id;
-            let span_id = link.span_id;
-            Self::append_hex(
+            append_link(
                 &mut self.hex,
-                links
-                    .field_builder::<StringBuilder>(0)
-                    .expect("links.trace_id"),
-                &trace_id,
+                links,
+                &link.trace_id,
+                &link.span_id,
+                link.trace_state.as_deref().unwrap_or_default(),
+                link.attributes
+                    .iter()
+                    .map(|a| (a.key.as_ref(), a.value.as_ref(), a.ty)),
             );
-            Self::append_hex(
-                &mut self.hex,
-                links
-                    .field_builder::<StringBuilder>(1)
-                    .expect("links.span_id"),
-                &span_id,
-            );
-            links
-                .field_builder::<StringBuilder>(2)
-                .expect("links.trace_state")
-                .append_option(link.trace_state.as_deref().filter(|s| !s.is_empty()));
-            append_two_maps(links, 3, 4, &link.attributes);
-            links.append(true);
         }
         self.links.append(true);
         self.source.append_value(span.source.as_str());
@@ -413,11 +560,59 @@ impl SpanBatchBuilder {
     }
 }
 
-fn append_two_maps(
+fn append_event<'s>(
+    events: &mut StructBuilder,
+    time_ns: i64,
+    name: &str,
+    attrs: impl Iterator<Item = (&'s str, &'s str, AttrType)> + Clone,
+) {
+    events
+        .field_builder::<TimestampNanosecondBuilder>(0)
+        .expect("events.time")
+        .append_value(time_ns);
+    events
+        .field_builder::<StringBuilder>(1)
+        .expect("events.name")
+        .append_value(name);
+    append_two_maps(events, 2, 3, attrs);
+    events.append(true);
+}
+
+fn append_link<'s>(
+    hex: &mut String,
+    links: &mut StructBuilder,
+    trace_id: &[u8; 16],
+    span_id: &[u8; 8],
+    trace_state: &str,
+    attrs: impl Iterator<Item = (&'s str, &'s str, AttrType)> + Clone,
+) {
+    SpanBatchBuilder::append_hex(
+        hex,
+        links
+            .field_builder::<StringBuilder>(0)
+            .expect("links.trace_id"),
+        trace_id,
+    );
+    SpanBatchBuilder::append_hex(
+        hex,
+        links
+            .field_builder::<StringBuilder>(1)
+            .expect("links.span_id"),
+        span_id,
+    );
+    links
+        .field_builder::<StringBuilder>(2)
+        .expect("links.trace_state")
+        .append_option(Some(trace_state).filter(|s| !s.is_empty()));
+    append_two_maps(links, 3, 4, attrs);
+    links.append(true);
+}
+
+fn append_two_maps<'s>(
     parent: &mut StructBuilder,
     values_index: usize,
     types_index: usize,
-    attrs: &[Attr<'_>],
+    attrs: impl Iterator<Item = (&'s str, &'s str, AttrType)> + Clone,
 ) {
     // Two mutable borrows of sibling fields are not possible through
     // `field_builder`, so fill one map at a time.
@@ -425,9 +620,9 @@ fn append_two_maps(
         let values = parent
             .field_builder::<AttrMapBuilder>(values_index)
             .expect("attributes map");
-        for attr in attrs {
-            values.keys().append_value(&attr.key);
-            values.values().append_value(&attr.value);
+        for (key, value, _) in attrs.clone() {
+            values.keys().append_value(key);
+            values.values().append_value(value);
         }
         values
             .append(true)
@@ -436,9 +631,9 @@ fn append_two_maps(
     let types = parent
         .field_builder::<AttrMapBuilder>(types_index)
         .expect("attribute_types map");
-    for attr in attrs.iter().filter(|a| a.ty != AttrType::String) {
-        types.keys().append_value(&attr.key);
-        types.values().append_value(attr.ty.as_str());
+    for (key, _, ty) in attrs.filter(|(_, _, ty)| *ty != AttrType::String) {
+        types.keys().append_value(key);
+        types.values().append_value(ty.as_str());
     }
     types
         .append(true)
@@ -500,6 +695,125 @@ mod tests {
             bulk.append_with_resource(&span, if i == 2 { &no_resource } else { &shared });
         }
         assert_eq!(one_by_one.finish(), bulk.finish());
+    }
+
+    #[test]
+    fn rendered_attributes_build_the_same_batch() {
+        let attrs = [
+            Attr::string("http.route", "/x"),
+            Attr::typed("http.status", "500", AttrType::Int),
+        ];
+        let events = [
+            EventRecord {
+                time_ns: 20,
+                name: "exception".into(),
+                attributes: vec![Attr::typed("n", "1.5", AttrType::Double)],
+            },
+            EventRecord {
+                time_ns: 21,
+                name: "".into(),
+                attributes: vec![],
+            },
+        ];
+        let links = [
+            LinkRecord {
+                trace_id: [2; 16],
+                span_id: [3; 8],
+                trace_state: Some("".into()),
+                attributes: vec![Attr::string("k", "v")],
+            },
+            LinkRecord {
+                trace_id: [4; 16],
+                span_id: [5; 8],
+                trace_state: Some("a=b".into()),
+                attributes: vec![],
+            },
+        ];
+        let text = "5001.5";
+        let pending = [
+            PendingAttr {
+                key: "http.route",
+                value: PendingValue::Borrowed("/x"),
+                ty: AttrType::String,
+            },
+            PendingAttr {
+                key: "http.status",
+                value: PendingValue::Text(0..3),
+                ty: AttrType::Int,
+            },
+            PendingAttr {
+                key: "n",
+                value: PendingValue::Text(3..6),
+                ty: AttrType::Double,
+            },
+            PendingAttr {
+                key: "k",
+                value: PendingValue::Borrowed("v"),
+                ty: AttrType::String,
+            },
+        ];
+        let rendered_events = [
+            PendingEvent {
+                time_ns: 20,
+                name: "exception",
+                attributes: 2..3,
+            },
+            PendingEvent {
+                time_ns: 21,
+                name: "",
+                attributes: 3..3,
+            },
+        ];
+        let rendered_links = [
+            PendingLink {
+                trace_id: [2; 16],
+                span_id: [3; 8],
+                trace_state: "",
+                attributes: 3..4,
+            },
+            PendingLink {
+                trace_id: [4; 16],
+                span_id: [5; 8],
+                trace_state: "a=b",
+                attributes: 4..4,
+            },
+        ];
+        let resource = [Attr::typed("host.cpus", "8", AttrType::Int)];
+        let shared = SharedAttributes::new(&resource);
+        let mut records = SpanBatchBuilder::new();
+        let mut rendered = SpanBatchBuilder::new();
+        for i in 0..3 {
+            let mut span = match i {
+                0 => record(&attrs, &events, &links),
+                _ => record(&[], &[], &[]),
+            };
+            span.resource_attributes = &resource;
+            records.append(&span);
+            let parts = match i {
+                0 => RenderedAttributes {
+                    text,
+                    attributes: &pending,
+                    span_attributes: 2,
+                    events: &rendered_events,
+                    links: &rendered_links,
+                },
+                _ => RenderedAttributes {
+                    text: "",
+                    attributes: &[],
+                    span_attributes: 0,
+                    events: &[],
+                    links: &[],
+                },
+            };
+            let shared_resource = if i == 1 { None } else { Some(&shared) };
+            // Only the scalar columns (and the resource, when not shared) are read.
+            let bare = SpanRecord {
+                resource_attributes: if i == 1 { &resource } else { &[] },
+                ..record(&[], &[], &[])
+            };
+            rendered.append_rendered(&bare, &parts, shared_resource);
+        }
+        assert_eq!(records.finish(), rendered.finish());
     }
 
     #[test]

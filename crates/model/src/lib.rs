@@ -65,7 +65,8 @@ mod ids;
 mod schema;
 
 pub use builder::{
-    Attr, AttrType, EventRecord, LinkRecord, SharedAttributes, SpanBatchBuilder, SpanRecord,
+    Attr, AttrType, EventRecord, LinkRecord, PendingAttr, PendingEvent, PendingLink, PendingValue,
+    RenderedAttributes, SharedAttributes, SpanBatchBuilder, SpanRecord,
 };
 pub use ids::{IdError, SpanId, TraceId, hex_lower};
 pub use schema::{

@@ -28,14 +28,16 @@ mod schema;
 mod values;
 mod wire;
 
-use lighttrace_model::{Attr, AttrType, SharedAttributes, SpanBatchBuilder, SpanId, TraceId};
+use lighttrace_model::{
+    Attr, AttrType, PendingEvent, PendingLink, SharedAttributes, SpanBatchBuilder, SpanId, TraceId,
+};
 
 use crate::attributes::{
     NestedTooDeep, PendingAttr, PendingValue, recycle_attrs, resolve as resolve_attrs,
 };
 use crate::otlp::{
-    Budget, PendingEvent, PendingLink, Rejections, ResourceAttributes, Scratch, SpanContext,
-    SpanIdentity, SpanText, UNKNOWN_SERVICE, append_span, nested_too_deep, span_bytes, validate,
+    Budget, Rejections, ResourceAttributes, Scratch, SpanContext, SpanIdentity, SpanText,
+    UNKNOWN_SERVICE, append_span, nested_too_deep, span_bytes, validate,
 };
 use crate::{DecodedSpans, IngestError};
 use schema::Message;
