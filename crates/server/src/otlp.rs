@@ -13,6 +13,8 @@
 //!    durable and visible, and only then is the request answered 200, with
 //!    `partialSuccess` counting the invalid ones.
 
+use std::borrow::Cow;
+
 use arrow::array::RecordBatch;
 use axum::body::Body;
 use axum::extract::State;
@@ -187,7 +189,7 @@ async fn ingest(
     }
     if batch.num_rows() > 0 {
         let lake = &shared.state.lake;
-        if let (Some(record), true) = (&wal_record, lake.config().wal_decoder.is_some()) {
+        if let (Some(record), true) = (wal_record, lake.config().wal_decoder.is_some()) {
             // The WAL keeps the (decompressed) request, a fraction of the Arrow
             // data's size; replay decodes it again with `OtlpWalDecoder`.
             lake.write_logged(batch, OTLP_TRACES_WAL_KIND, record)
@@ -217,35 +219,37 @@ fn decode(
     content_encoding: Option<&str>,
     max_decompressed: usize,
     encoding: Encoding,
-) -> Result<(DecodedSpans, Option<Vec<u8>>), IngestError> {
+) -> Result<(DecodedSpans, Option<Vec<Bytes>>), IngestError> {
     let raw = decompress(body, content_encoding, max_decompressed)?;
     let decoded = decode_otlp_traces(&raw, encoding.ingest(), DEFAULT_PROJECT)?;
+    // An uncompressed request is logged from the body itself, without a copy.
+    let raw = match raw {
+        Cow::Borrowed(_) => body.clone(),
+        Cow::Owned(inflated) => Bytes::from(inflated),
+    };
     Ok((
         decoded,
-        encode_wal_record(encoding.ingest(), DEFAULT_PROJECT, &raw),
+        encode_wal_record(encoding.ingest(), DEFAULT_PROJECT, raw),
     ))
 }
 
 /// WAL record kind of an OTLP trace export request.
 pub const OTLP_TRACES_WAL_KIND: u8 = 16;
 
-/// `[encoding: 0 protobuf, 1 JSON][project length: u16 LE][project][request bytes]`;
-/// `None` for a project name too long for its length field (the batch is then
-/// logged as Arrow instead).
-fn encode_wal_record(encoding: OtlpEncoding, project: &str, request: &[u8]) -> Option<Vec<u8>> {
+/// `[encoding: 0 protobuf, 1 JSON][project length: u16 LE][project][request bytes]`,
+/// in two parts (header, request); `None` for a project name too long for its
+/// length field (the batch is then logged as Arrow instead).
+fn encode_wal_record(encoding: OtlpEncoding, project: &str, request: Bytes) -> Option<Vec<Bytes>> {
     let project = project.as_bytes();
-    if project.len() > u16::MAX as usize {
-        return None;
-    }
-    let mut out = Vec::with_capacity(3 + project.len() + request.len());
-    out.push(match encoding {
+    let project_len = u16::try_from(project.len()).ok()?;
+    let mut header = Vec::with_capacity(3 + project.len());
+    header.push(match encoding {
         OtlpEncoding::Protobuf => 0,
         OtlpEncoding::Json => 1,
     });
-    out.extend_from_slice(&(project.len() as u16).to_le_bytes());
-    out.extend_from_slice(project);
-    out.extend_from_slice(request);
-    Some(out)
+    header.extend_from_slice(&project_len.to_le_bytes());
+    header.extend_from_slice(project);
+    Some(vec![Bytes::from(header), request])
 }
 
 /// Replays the OTLP requests the receiver logged in the WAL: decoding is
@@ -302,8 +306,17 @@ mod tests {
         let direct = decode_otlp_traces(json, OtlpEncoding::Json, "p7")
             .unwrap()
             .batch;
-        let record = encode_wal_record(OtlpEncoding::Json, "p7", json).unwrap();
-        assert!(encode_wal_record(OtlpEncoding::Json, &"p".repeat(70_000), json).is_none());
+        let record = encode_wal_record(OtlpEncoding::Json, "p7", Bytes::from_static(json))
+            .unwrap()
+            .concat();
+        assert!(
+            encode_wal_record(
+                OtlpEncoding::Json,
+                &"p".repeat(70_000),
+                Bytes::from_static(json)
+            )
+            .is_none()
+        );
         let replayed = OtlpWalDecoder
             .decode(OTLP_TRACES_WAL_KIND, &record)
             .unwrap();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
+use bytes::Bytes;
 use lighttrace_model::spans_schema;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -420,16 +421,17 @@ impl Lake {
         self.write_inner(batch, None).await
     }
 
-    /// Like [`write`](Self::write), but the WAL keeps `body` (with kind byte
-    /// `kind`, at least [`FIRST_RECEIVER_KIND`]) instead of the batch itself: a
-    /// receiver logs the request it decoded, typically several times smaller than
-    /// the Arrow data, and [`StorageConfig::wal_decoder`](crate::StorageConfig)
-    /// decodes it again on replay.
+    /// Like [`write`](Self::write), but the WAL keeps `body` (the parts
+    /// concatenated, after kind byte `kind`, at least [`FIRST_RECEIVER_KIND`])
+    /// instead of the batch itself: a receiver logs the request it decoded,
+    /// typically several times smaller than the Arrow data, and
+    /// [`StorageConfig::wal_decoder`](crate::StorageConfig) decodes it again on
+    /// replay. The parts are copied once, into the WAL's write buffer.
     pub async fn write_logged(
         &self,
         batch: RecordBatch,
         kind: u8,
-        body: &[u8],
+        body: Vec<Bytes>,
     ) -> Result<WriteReceipt> {
         if kind < FIRST_RECEIVER_KIND {
             return Err(StorageError::InvalidBatch(format!(
@@ -447,7 +449,7 @@ impl Lake {
     async fn write_inner(
         &self,
         batch: RecordBatch,
-        logged: Option<(u8, &[u8])>,
+        logged: Option<(u8, Vec<Bytes>)>,
     ) -> Result<WriteReceipt> {
         let wal = self.wal.as_ref().ok_or(StorageError::ReadOnly)?;
         if self.shutting_down.load(Ordering::Acquire) {
@@ -483,11 +485,11 @@ impl Lake {
         let payload = match logged {
             Some((kind, body)) => {
                 let mut payload = Vec::with_capacity(body.len() + 1);
-                payload.push(kind);
-                payload.extend_from_slice(body);
+                payload.push(Bytes::from(vec![kind]));
+                payload.extend(body);
                 payload
             }
-            None => encode_ipc(&batch)?,
+            None => vec![Bytes::from(encode_ipc(&batch)?)],
         };
         let state = self.state.clone();
         let flush_bytes = self.config.flush_partition_bytes;

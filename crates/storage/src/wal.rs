@@ -49,6 +49,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use bytes::Bytes;
+
 use crate::error::{Result, StorageError};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LTWALSEG";
@@ -102,13 +104,26 @@ pub fn encode_segment_header(segment_id: u64) -> [u8; SEGMENT_HEADER_LEN] {
 
 /// Appends one encoded record to `out`.
 pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    encode_record_parts(seq, &[payload], out);
+}
+
+/// Appends one encoded record whose payload is `parts` concatenated: callers
+/// hand over what they already hold (a request body, a small header) and the
+/// bytes are copied once, into the group's write buffer.
+pub fn encode_record_parts<P: AsRef<[u8]>>(seq: u64, parts: &[P], out: &mut Vec<u8>) {
+    let len: usize = parts.iter().map(|p| p.as_ref().len()).sum();
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&seq.to_le_bytes());
-    hasher.update(payload);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    for part in parts {
+        hasher.update(part.as_ref());
+    }
+    out.reserve(RECORD_HEADER_LEN + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&hasher.finalize().to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(payload);
+    for part in parts {
+        out.extend_from_slice(part.as_ref());
+    }
 }
 
 /// Decodes a whole segment image. Never fails: problems are reported.
@@ -231,7 +246,9 @@ struct SegmentInfo {
 type OnDurable = Box<dyn FnOnce(u64) + Send>;
 
 struct AppendRequest {
-    payload: Vec<u8>,
+    /// The payload, in parts.
+    payload: Vec<Bytes>,
+    payload_len: usize,
     on_durable: OnDurable,
     reply: tokio::sync::oneshot::Sender<std::result::Result<u64, String>>,
 }
@@ -288,22 +305,24 @@ impl Wal {
         })
     }
 
-    /// Appends one record. `on_durable(seq)` runs on the writer thread after the
-    /// record is synced and before this returns; it must be quick.
+    /// Appends one record whose payload is `payload` concatenated (kind byte
+    /// first). `on_durable(seq)` runs on the writer thread after the record is
+    /// synced and before this returns; it must be quick.
     pub async fn append(
         &self,
-        payload: Vec<u8>,
+        payload: Vec<Bytes>,
         on_durable: impl FnOnce(u64) + Send + 'static,
     ) -> Result<u64> {
-        if payload.len() > MAX_PAYLOAD_LEN {
+        let payload_len: usize = payload.iter().map(Bytes::len).sum();
+        if payload_len > MAX_PAYLOAD_LEN {
             return Err(StorageError::Wal(format!(
-                "record of {} bytes exceeds the {MAX_PAYLOAD_LEN} byte limit",
-                payload.len()
+                "record of {payload_len} bytes exceeds the {MAX_PAYLOAD_LEN} byte limit"
             )));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = AppendRequest {
             payload,
+            payload_len,
             on_durable: Box::new(on_durable),
             reply,
         };
@@ -420,11 +439,11 @@ impl Writer {
         let mut buffer = Vec::with_capacity(1 << 20);
         while let Ok(first) = receiver.recv() {
             let mut group = vec![first];
-            let mut group_bytes = group[0].payload.len();
+            let mut group_bytes = group[0].payload_len;
             while group_bytes < MAX_GROUP_BYTES {
                 match receiver.try_recv() {
                     Ok(next) => {
-                        group_bytes += next.payload.len();
+                        group_bytes += next.payload_len;
                         group.push(next);
                     }
                     Err(_) => break,
@@ -445,7 +464,7 @@ impl Writer {
         buffer.clear();
         let first_seq = self.next_seq;
         for request in &group {
-            encode_record(self.next_seq, &request.payload, buffer);
+            encode_record_parts(self.next_seq, &request.payload, buffer);
             self.next_seq += 1;
         }
         let result = self
@@ -599,7 +618,8 @@ mod tests {
         // One at a time: each append is its own group, so segments rotate.
         for i in 0..20u8 {
             let applied = applied.clone();
-            wal.append([vec![KIND_SPANS_IPC], vec![i; 40]].concat(), move |seq| {
+            let payload = vec![Bytes::from(vec![KIND_SPANS_IPC]), Bytes::from(vec![i; 40])];
+            wal.append(payload, move |seq| {
                 applied.lock().unwrap().push(seq);
             })
             .await
@@ -613,7 +633,11 @@ mod tests {
             let applied = applied.clone();
             let counter = counter.clone();
             tasks.push(tokio::spawn(async move {
-                wal.append([vec![KIND_SPANS_IPC], vec![i; 40]].concat(), move |seq| {
+                let payload = vec![
+                    Bytes::from(vec![KIND_SPANS_IPC, i]),
+                    Bytes::from(vec![i; 39]),
+                ];
+                wal.append(payload, move |seq| {
                     counter.fetch_add(1, Ordering::SeqCst);
                     applied.lock().unwrap().push(seq);
                 })

@@ -313,12 +313,12 @@ async fn records_logged_by_a_receiver_replay_through_its_decoder() {
     let lake = reopen(&cfg).await;
     for (first, n) in [(0u64, 10u64), (10, 5)] {
         let body = [first.to_le_bytes(), n.to_le_bytes()].concat();
-        lake.write_logged(spans("p", "logged", 0, first, n), 42, &body)
+        lake.write_logged(spans("p", "logged", 0, first, n), 42, vec![body.into()])
             .await
             .unwrap();
     }
     assert!(
-        lake.write_logged(spans("p", "x", 0, 99, 1), 1, b"")
+        lake.write_logged(spans("p", "x", 0, 99, 1), 1, vec![])
             .await
             .is_err(),
         "reserved kind"
@@ -343,9 +343,13 @@ async fn an_undecodable_wal_record_refuses_to_open() {
     let mut cfg = config(dir.path());
     cfg.wal_decoder = Some(Arc::new(RangeDecoder));
     let lake = reopen(&cfg).await;
-    lake.write_logged(spans("p", "logged", 0, 0, 1), 42, b"short")
-        .await
-        .unwrap();
+    lake.write_logged(
+        spans("p", "logged", 0, 0, 1),
+        42,
+        vec![Bytes::from_static(b"short")],
+    )
+    .await
+    .unwrap();
     drop(lake);
     match reopen_result(&cfg).await {
         Err(StorageError::Wal(message)) => {
