@@ -5,12 +5,13 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringArray,
-    StringBuilder, StructBuilder, TimestampNanosecondBuilder,
+    ArrayBuilder, ArrayRef, Int64Builder, ListBuilder, MapBuilder, RecordBatch, StringBuilder,
+    StructBuilder, TimestampNanosecondBuilder,
 };
 
 use crate::ids::hex_lower;
 use crate::schema::{Source, SpanKind, StatusCode, event_fields, link_fields, spans_schema};
+use crate::text_columns::{AttrMapColumn, TextColumn, TextRun};
 
 /// The type of a non-string attribute value; see the crate docs for the renderings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,7 +193,7 @@ fn new_map_builder() -> AttrMapBuilder {
 }
 
 /// Appends the attributes to the value map and the non-string types to the type map.
-fn append_attrs(values: &mut AttrMapBuilder, types: &mut AttrMapBuilder, attrs: &[Attr<'_>]) {
+fn append_attrs(values: &mut AttrMapColumn, types: &mut AttrMapColumn, attrs: &[Attr<'_>]) {
     append_attr_triples(
         values,
         types,
@@ -205,93 +206,83 @@ fn append_attrs(values: &mut AttrMapBuilder, types: &mut AttrMapBuilder, attrs: 
 /// [`append_attrs`] for `(key, value, type)` triples.
 #[inline]
 fn append_attr_triples<'s>(
-    values: &mut AttrMapBuilder,
-    types: &mut AttrMapBuilder,
+    values: &mut AttrMapColumn,
+    types: &mut AttrMapColumn,
     attrs: impl Iterator<Item = (&'s str, &'s str, AttrType)>,
 ) {
     for (key, value, ty) in attrs {
-        values.keys().append_value(key);
-        values.values().append_value(value);
+        values.push(key, value);
         if ty != AttrType::String {
-            types.keys().append_value(key);
-            types.values().append_value(ty.as_str());
+            types.push(key, ty.as_str());
         }
     }
-    values
-        .append(true)
-        .expect("map keys and values stay aligned");
-    types
-        .append(true)
-        .expect("map keys and values stay aligned");
+    values.end_row();
+    types.end_row();
 }
 
-/// Attributes encoded once and appended to many spans as whole arrays: the
+/// Attributes encoded once and appended to many spans as whole runs: the
 /// resource attributes of an OTLP `ResourceSpans` are the same on each of its
 /// spans, and copying them one string at a time was a large part of ingest.
 #[derive(Debug, Clone)]
 pub struct SharedAttributes {
-    keys: StringArray,
-    values: StringArray,
-    type_keys: StringArray,
-    type_values: StringArray,
+    keys: TextRun,
+    values: TextRun,
+    type_keys: TextRun,
+    type_values: TextRun,
 }
 
 impl SharedAttributes {
     pub fn new(attrs: &[Attr<'_>]) -> Self {
-        let typed = || attrs.iter().filter(|a| a.ty != AttrType::String);
-        SharedAttributes {
-            keys: attrs.iter().map(|a| Some(a.key.as_ref())).collect(),
-            values: attrs.iter().map(|a| Some(a.value.as_ref())).collect(),
-            type_keys: typed().map(|a| Some(a.key.as_ref())).collect(),
-            type_values: typed().map(|a| Some(a.ty.as_str())).collect(),
+        let mut shared = SharedAttributes {
+            keys: TextRun::default(),
+            values: TextRun::default(),
+            type_keys: TextRun::default(),
+            type_values: TextRun::default(),
+        };
+        for attr in attrs {
+            shared.keys.push(&attr.key);
+            shared.values.push(&attr.value);
+            if attr.ty != AttrType::String {
+                shared.type_keys.push(&attr.key);
+                shared.type_values.push(attr.ty.as_str());
+            }
         }
+        shared
     }
 
-    fn append_to(&self, values: &mut AttrMapBuilder, types: &mut AttrMapBuilder) {
-        // The arrays hold no nulls and the builders' offsets are far from
-        // i32::MAX (callers bound a batch's text well below 2 GiB).
-        let append = |builder: &mut StringBuilder, array: &StringArray| {
-            builder
-                .append_array(array)
-                .expect("attribute text fits the string offsets");
-        };
-        append(values.keys(), &self.keys);
-        append(values.values(), &self.values);
-        append(types.keys(), &self.type_keys);
-        append(types.values(), &self.type_values);
-        values
-            .append(true)
-            .expect("map keys and values stay aligned");
-        types
-            .append(true)
-            .expect("map keys and values stay aligned");
+    fn append_to(&self, values: &mut AttrMapColumn, types: &mut AttrMapColumn) {
+        values.push_runs(&self.keys, &self.values);
+        types.push_runs(&self.type_keys, &self.type_values);
+        values.end_row();
+        types.end_row();
     }
 }
 
 /// Builds `spans` record batches. Not thread-safe; one per decoder.
 pub struct SpanBatchBuilder {
-    project: StringBuilder,
-    trace_id: StringBuilder,
-    span_id: StringBuilder,
-    parent_span_id: StringBuilder,
-    trace_state: StringBuilder,
-    service_name: StringBuilder,
-    name: StringBuilder,
-    kind: StringBuilder,
+    project: TextColumn,
+    trace_id: TextColumn,
+    span_id: TextColumn,
+    parent_span_id: TextColumn,
+    trace_state: TextColumn,
+    service_name: TextColumn,
+    name: TextColumn,
+    kind: TextColumn,
     start_time: TimestampNanosecondBuilder,
     end_time: TimestampNanosecondBuilder,
     duration_ns: Int64Builder,
-    status_code: StringBuilder,
-    status_message: StringBuilder,
-    attributes: AttrMapBuilder,
-    attribute_types: AttrMapBuilder,
-    resource_attributes: AttrMapBuilder,
-    resource_attribute_types: AttrMapBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
+    status_code: TextColumn,
+    status_message: TextColumn,
+    attributes: AttrMapColumn,
+    attribute_types: AttrMapColumn,
+    resource_attributes: AttrMapColumn,
+    resource_attribute_types: AttrMapColumn,
+    scope_name: TextColumn,
+    scope_version: TextColumn,
     events: ListBuilder<StructBuilder>,
     links: ListBuilder<StructBuilder>,
-    source: StringBuilder,
+    source: TextColumn,
+    /// Hex of link ids, which still go through Arrow builders.
     hex: String,
 }
 
@@ -310,15 +301,8 @@ impl SpanBatchBuilder {
     /// attributes in all, so appending does not regrow (and copy) its buffers.
     pub fn with_capacity(spans: usize, attributes: usize) -> Self {
         let ts = || TimestampNanosecondBuilder::with_capacity(spans).with_timezone("UTC");
-        let strings = |bytes_each: usize| StringBuilder::with_capacity(spans, spans * bytes_each);
-        let map = |entries: usize| {
-            MapBuilder::with_capacity(
-                None,
-                StringBuilder::with_capacity(entries, entries * 16),
-                StringBuilder::with_capacity(entries, entries * 16),
-                spans,
-            )
-        };
+        let strings = |bytes_each: usize| TextColumn::with_capacity(spans, spans * bytes_each);
+        let map = |entries: usize| AttrMapColumn::with_capacity(spans, entries, 16);
         let events = StructBuilder::new(
             event_fields(),
             vec![
@@ -374,7 +358,7 @@ impl SpanBatchBuilder {
         self.len() == 0
     }
 
-    fn append_hex(hex: &mut String, builder: &mut StringBuilder, bytes: &[u8]) {
+    fn append_hex_to(hex: &mut String, builder: &mut StringBuilder, bytes: &[u8]) {
         hex.clear();
         hex_lower(bytes, hex);
         builder.append_value(hex.as_str());
@@ -458,37 +442,33 @@ impl SpanBatchBuilder {
             );
         }
         self.links.append(true);
-        self.source.append_value(span.source.as_str());
+        self.source.append(span.source.as_str());
     }
 
     /// The columns before the attributes.
     fn append_scalars(&mut self, span: &SpanRecord<'_>) {
-        self.project.append_value(span.project);
-        Self::append_hex(&mut self.hex, &mut self.trace_id, &span.trace_id);
-        Self::append_hex(&mut self.hex, &mut self.span_id, &span.span_id);
+        self.project.append(span.project);
+        self.trace_id.append_hex(&span.trace_id);
+        self.span_id.append_hex(&span.span_id);
         match &span.parent_span_id {
-            Some(parent) => Self::append_hex(&mut self.hex, &mut self.parent_span_id, parent),
+            Some(parent) => self.parent_span_id.append_hex(parent),
             None => self.parent_span_id.append_null(),
         }
-        self.trace_state
-            .append_option(span.trace_state.filter(|s| !s.is_empty()));
-        self.service_name.append_value(span.service_name);
-        self.name.append_value(span.name);
-        self.kind.append_value(span.kind.as_str());
+        self.trace_state.append_non_empty(span.trace_state);
+        self.service_name.append(span.service_name);
+        self.name.append(span.name);
+        self.kind.append(span.kind.as_str());
         self.start_time.append_value(span.start_time_ns);
         self.end_time.append_value(span.end_time_ns);
         self.duration_ns
             .append_value(span.end_time_ns.saturating_sub(span.start_time_ns));
-        self.status_code.append_value(span.status_code.as_str());
-        self.status_message
-            .append_option(span.status_message.filter(|s| !s.is_empty()));
+        self.status_code.append(span.status_code.as_str());
+        self.status_message.append_non_empty(span.status_message);
     }
 
     fn scope_columns(&mut self, span: &SpanRecord<'_>) {
-        self.scope_name
-            .append_option(span.scope_name.filter(|s| !s.is_empty()));
-        self.scope_version
-            .append_option(span.scope_version.filter(|s| !s.is_empty()));
+        self.scope_name.append_non_empty(span.scope_name);
+        self.scope_version.append_non_empty(span.scope_version);
     }
 
     /// The span's attributes, scope, events, links and source from `span`.
@@ -526,7 +506,7 @@ impl SpanBatchBuilder {
             );
         }
         self.links.append(true);
-        self.source.append_value(span.source.as_str());
+        self.source.append(span.source.as_str());
     }
 
     /// The batch of everything appended so far; the builder is empty afterwards.
@@ -545,10 +525,10 @@ impl SpanBatchBuilder {
             Arc::new(self.duration_ns.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
-            Arc::new(self.attributes.finish()),
-            Arc::new(self.attribute_types.finish()),
-            Arc::new(self.resource_attributes.finish()),
-            Arc::new(self.resource_attribute_types.finish()),
+            self.attributes.finish(),
+            self.attribute_types.finish(),
+            self.resource_attributes.finish(),
+            self.resource_attribute_types.finish(),
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
             Arc::new(self.events.finish()),
@@ -586,14 +566,14 @@ fn append_link<'s>(
     trace_state: &str,
     attrs: impl Iterator<Item = (&'s str, &'s str, AttrType)> + Clone,
 ) {
-    SpanBatchBuilder::append_hex(
+    SpanBatchBuilder::append_hex_to(
         hex,
         links
             .field_builder::<StringBuilder>(0)
             .expect("links.trace_id"),
         trace_id,
     );
-    SpanBatchBuilder::append_hex(
+    SpanBatchBuilder::append_hex_to(
         hex,
         links
             .field_builder::<StringBuilder>(1)

@@ -63,6 +63,7 @@
 mod builder;
 mod ids;
 mod schema;
+mod text_columns;
 
 pub use builder::{
     Attr, AttrType, EventRecord, LinkRecord, PendingAttr, PendingEvent, PendingLink, PendingValue,
