@@ -751,3 +751,67 @@ fn a_refusal_gives_way_to_a_wire_error_later_in_the_body() {
     compare(&body, &mut tally);
     assert_eq!(tally.wire_errors, 1, "{tally:?}");
 }
+
+/// Scalar attributes in the byte layout that encoders write, read by the
+/// decoder's fast path, and the near misses that must fall back to the general
+/// path: lengths at the one-byte boundary, every varint size, bools that are
+/// not 0 or 1, non-ASCII and invalid UTF-8, and trailing or missing bytes.
+#[test]
+fn scalar_attributes_in_the_common_layout_decode_as_prost_decodes_them() {
+    let mut tally = Tally::default();
+    let long = "k".repeat(200);
+    let mut values: Vec<Vec<F>> = vec![vec![]];
+    for len in [0, 1, 15, 16, 17, 32, 33, 125, 126, 127, 128, 200] {
+        values.push(vec![text(1, &long[..len])]);
+    }
+    values.push(vec![text(1, "é 🎉 ü")]);
+    values.push(vec![F::Bytes(1, vec![b'a', 0xff])]);
+    values.push(vec![F::Bytes(1, vec![0xc3])]);
+    for v in [0, 1, 2, 127, 128, 300, u64::MAX, 1 << 63] {
+        values.push(vec![F::Varint(2, v)]);
+        values.push(vec![F::Varint(3, v)]);
+    }
+    for d in [
+        0.25,
+        -0.0,
+        1e300,
+        1e-300,
+        f64::NAN,
+        f64::INFINITY,
+        123456.789,
+    ] {
+        values.push(vec![F::Fixed64(4, d.to_bits())]);
+    }
+    values.push(vec![F::Fixed32(4, 1)]);
+    values.push(vec![F::Varint(3, 5), F::Varint(3, 6)]);
+    values.push(vec![text(1, "a"), F::Varint(3, 6)]);
+    values.push(vec![F::Varint(3, 6), F::Varint(99, 1)]);
+    for value in values {
+        for key in [&long[..3], &long[..127], &long[..128], "", "ключ"] {
+            let mut span = valid_span();
+            span.push(F::Message(
+                9,
+                vec![text(1, key), F::Message(2, value.clone())],
+            ));
+            compare(&body(&one_span(span)), &mut tally);
+            let mut span = valid_span();
+            span.push(F::Message(
+                9,
+                vec![F::Message(2, value.clone()), text(1, key)],
+            ));
+            compare(&body(&one_span(span)), &mut tally);
+        }
+        // An invalid key and a key split over two fields.
+        let mut span = valid_span();
+        span.push(F::Message(
+            9,
+            vec![F::Bytes(1, vec![0xff]), F::Message(2, value.clone())],
+        ));
+        span.push(F::Message(
+            9,
+            vec![text(1, "a"), text(1, "b"), F::Message(2, value.clone())],
+        ));
+        compare(&body(&one_span(span)), &mut tally);
+    }
+    assert!(tally.ok > 100 && tally.wire_errors > 10, "{tally:?}");
+}
