@@ -3,12 +3,13 @@
 use std::fmt;
 
 use lighttrace_model::{
-    Attr, IdError, PendingEvent, PendingLink, RenderedAttributes, SharedAttributes, Source,
-    SpanBatchBuilder, SpanId, SpanKind, SpanRecord, StatusCode, TraceId,
+    Attr, BatchSizing, IdError, PendingEvent, PendingLink, RenderedAttributes, SharedAttributes,
+    Source, SpanBatchBuilder, SpanId, SpanKind, SpanRecord, StatusCode, TraceId,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
@@ -363,20 +364,37 @@ fn append_request(
     budget: usize,
 ) -> Result<DecodedSpans, IngestError> {
     // Size the Arrow buffers once instead of regrowing (and copying) them.
-    let (mut span_count, mut attribute_count) = (0usize, 0usize);
+    fn text_len(kvs: &[KeyValue]) -> usize {
+        kvs.iter()
+            .map(|kv| {
+                let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValue(s)) => s.len(),
+                    _ => 8,
+                };
+                kv.key.len() + value
+            })
+            .sum()
+    }
+    let mut sizing = BatchSizing::default();
     for resource_spans in &request.resource_spans {
-        let resource_attributes = resource_spans
+        let resource = resource_spans
             .resource
             .as_ref()
-            .map_or(0, |r| r.attributes.len());
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        let resource_bytes = text_len(resource);
         for scope_spans in &resource_spans.scope_spans {
-            span_count += scope_spans.spans.len();
+            let spans = scope_spans.spans.len();
+            sizing.spans += spans;
+            sizing.resource_attributes += spans * resource.len();
+            sizing.resource_attribute_bytes += spans * resource_bytes;
             for span in &scope_spans.spans {
-                attribute_count += span.attributes.len() + resource_attributes;
+                sizing.span_attributes += span.attributes.len();
+                sizing.span_attribute_bytes += text_len(&span.attributes);
             }
         }
     }
-    let mut builder = SpanBatchBuilder::with_capacity(span_count, attribute_count);
+    let mut builder = SpanBatchBuilder::with_sizing(&sizing);
     let mut rejections = Rejections::default();
     let mut accepted = 0usize;
     let mut budget = Budget::new(budget);

@@ -292,6 +292,20 @@ impl Default for SpanBatchBuilder {
     }
 }
 
+/// What a batch about to be built will hold, to size its buffers once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchSizing {
+    pub spans: usize,
+    /// Span attributes over all spans.
+    pub span_attributes: usize,
+    /// Their keys' and values' text, about.
+    pub span_attribute_bytes: usize,
+    /// Resource attributes over all spans (each span repeats its resource's).
+    pub resource_attributes: usize,
+    /// Their keys' and values' text, about.
+    pub resource_attribute_bytes: usize,
+}
+
 impl SpanBatchBuilder {
     pub fn new() -> Self {
         Self::with_capacity(0, 0)
@@ -300,9 +314,26 @@ impl SpanBatchBuilder {
     /// A builder sized for `spans` spans with about `attributes` span and resource
     /// attributes in all, so appending does not regrow (and copy) its buffers.
     pub fn with_capacity(spans: usize, attributes: usize) -> Self {
+        Self::with_sizing(&BatchSizing {
+            spans,
+            span_attributes: attributes,
+            span_attribute_bytes: attributes * 32,
+            resource_attributes: attributes,
+            resource_attribute_bytes: attributes * 32,
+        })
+    }
+
+    /// A builder sized for what `sizing` expects. The lake charges a batch's
+    /// allocated memory, not only the bytes in use, against its buffer bound,
+    /// so a close estimate means fuller buffers and larger files.
+    pub fn with_sizing(sizing: &BatchSizing) -> Self {
+        let spans = sizing.spans;
         let ts = || TimestampNanosecondBuilder::with_capacity(spans).with_timezone("UTC");
         let strings = |bytes_each: usize| TextColumn::with_capacity(spans, spans * bytes_each);
-        let map = |entries: usize| AttrMapColumn::with_capacity(spans, entries, 16);
+        // Keys are usually the shorter half of an attribute's text.
+        let map = |entries: usize, bytes: usize| {
+            AttrMapColumn::with_capacity(spans, entries, bytes * 2 / 5, bytes - bytes * 2 / 5)
+        };
         let events = StructBuilder::new(
             event_fields(),
             vec![
@@ -336,10 +367,10 @@ impl SpanBatchBuilder {
             duration_ns: Int64Builder::with_capacity(spans),
             status_code: strings(5),
             status_message: strings(0),
-            attributes: map(attributes),
-            attribute_types: map(0),
-            resource_attributes: map(attributes),
-            resource_attribute_types: map(0),
+            attributes: map(sizing.span_attributes, sizing.span_attribute_bytes),
+            attribute_types: map(0, 0),
+            resource_attributes: map(sizing.resource_attributes, sizing.resource_attribute_bytes),
+            resource_attribute_types: map(0, 0),
             scope_name: strings(16),
             scope_version: strings(8),
             events: ListBuilder::with_capacity(events, spans),

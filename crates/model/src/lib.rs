@@ -66,8 +66,8 @@ mod schema;
 mod text_columns;
 
 pub use builder::{
-    Attr, AttrType, EventRecord, LinkRecord, PendingAttr, PendingEvent, PendingLink, PendingValue,
-    RenderedAttributes, SharedAttributes, SpanBatchBuilder, SpanRecord,
+    Attr, AttrType, BatchSizing, EventRecord, LinkRecord, PendingAttr, PendingEvent, PendingLink,
+    PendingValue, RenderedAttributes, SharedAttributes, SpanBatchBuilder, SpanRecord,
 };
 pub use ids::{IdError, SpanId, TraceId, hex_lower};
 pub use schema::{

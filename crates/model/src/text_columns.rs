@@ -202,12 +202,17 @@ pub(crate) struct AttrMapColumn {
 }
 
 impl AttrMapColumn {
-    pub(crate) fn with_capacity(rows: usize, entries: usize, bytes_each: usize) -> Self {
+    pub(crate) fn with_capacity(
+        rows: usize,
+        entries: usize,
+        key_bytes: usize,
+        value_bytes: usize,
+    ) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         AttrMapColumn {
-            keys: TextColumn::with_capacity(entries, entries * bytes_each),
-            values: TextColumn::with_capacity(entries, entries * bytes_each),
+            keys: TextColumn::with_capacity(entries, key_bytes),
+            values: TextColumn::with_capacity(entries, value_bytes),
             offsets,
         }
     }

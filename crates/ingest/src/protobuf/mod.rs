@@ -29,7 +29,8 @@ mod values;
 mod wire;
 
 use lighttrace_model::{
-    Attr, AttrType, PendingEvent, PendingLink, SharedAttributes, SpanBatchBuilder, SpanId, TraceId,
+    Attr, AttrType, BatchSizing, PendingEvent, PendingLink, SharedAttributes, SpanBatchBuilder,
+    SpanId, TraceId,
 };
 
 use crate::attributes::{
@@ -77,10 +78,10 @@ pub(crate) fn decode(
     project: &str,
     budget: usize,
 ) -> Result<DecodedSpans, IngestError> {
-    let (spans, attributes) = estimate_size(body);
+    let sizing = estimate_size(body);
     let mut sink = Sink {
         project,
-        builder: SpanBatchBuilder::with_capacity(spans, attributes),
+        builder: SpanBatchBuilder::with_sizing(&sizing),
         rejections: Rejections::default(),
         accepted: 0,
         budget: Budget::new(budget),
@@ -106,24 +107,28 @@ pub(crate) fn decode(
     }
 }
 
-/// Spans and span plus resource attributes in the body, to size the Arrow
-/// buffers once; a best effort that stops at the first malformed byte.
-fn estimate_size(body: &[u8]) -> (usize, usize) {
-    let (mut spans, mut attributes) = (0, 0);
+/// Spans, span and resource attributes in the body and their encoded sizes
+/// (about the text they render to), to size the Arrow buffers once; a best
+/// effort that stops at the first malformed byte.
+fn estimate_size(body: &[u8]) -> BatchSizing {
+    let mut sizing = BatchSizing::default();
     let mut request = Reader::new(body, "");
     while let Ok(Some((tag, value))) = request.next_field() {
         let (1, Value::Len(resource_spans)) = (tag, value) else {
             continue;
         };
-        let mut resource_attributes = 0;
+        let (mut resource_attributes, mut resource_bytes) = (0, 0);
         let mut reader = Reader::new(resource_spans, "");
-        let spans_before = spans;
+        let spans_before = sizing.spans;
         while let Ok(Some((tag, value))) = reader.next_field() {
             match (tag, value) {
                 (1, Value::Len(resource)) => {
                     let mut reader = Reader::new(resource, "");
-                    while let Ok(Some((tag, _))) = reader.next_field() {
-                        resource_attributes += usize::from(tag == 1);
+                    while let Ok(Some((tag, value))) = reader.next_field() {
+                        if let (1, Value::Len(kv)) = (tag, value) {
+                            resource_attributes += 1;
+                            resource_bytes += kv.len();
+                        }
                     }
                 }
                 (2, Value::Len(scope_spans)) => {
@@ -132,19 +137,24 @@ fn estimate_size(body: &[u8]) -> (usize, usize) {
                         let (2, Value::Len(span)) = (tag, value) else {
                             continue;
                         };
-                        spans += 1;
+                        sizing.spans += 1;
                         let mut reader = Reader::new(span, "");
-                        while let Ok(Some((tag, _))) = reader.next_field() {
-                            attributes += usize::from(tag == 9);
+                        while let Ok(Some((tag, value))) = reader.next_field() {
+                            if let (9, Value::Len(kv)) = (tag, value) {
+                                sizing.span_attributes += 1;
+                                sizing.span_attribute_bytes += kv.len();
+                            }
                         }
                     }
                 }
                 _ => {}
             }
         }
-        attributes += (spans - spans_before) * resource_attributes;
+        let spans = sizing.spans - spans_before;
+        sizing.resource_attributes += spans * resource_attributes;
+        sizing.resource_attribute_bytes += spans * resource_bytes;
     }
-    (spans, attributes)
+    sizing
 }
 
 /// Where spans go, and the buffers reused from span to span.
