@@ -364,16 +364,14 @@ fn append_request(
     budget: usize,
 ) -> Result<DecodedSpans, IngestError> {
     // Size the Arrow buffers once instead of regrowing (and copying) them.
-    fn text_len(kvs: &[KeyValue]) -> usize {
-        kvs.iter()
-            .map(|kv| {
-                let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(Value::StringValue(s)) => s.len(),
-                    _ => 8,
-                };
-                kv.key.len() + value
-            })
-            .sum()
+    fn text_len(kvs: &[KeyValue]) -> (usize, usize) {
+        kvs.iter().fold((0, 0), |(keys, values), kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.len(),
+                _ => 8,
+            };
+            (keys + kv.key.len(), values + value)
+        })
     }
     let mut sizing = BatchSizing::default();
     for resource_spans in &request.resource_spans {
@@ -382,15 +380,18 @@ fn append_request(
             .as_ref()
             .map(|r| r.attributes.as_slice())
             .unwrap_or_default();
-        let resource_bytes = text_len(resource);
+        let (resource_keys, resource_values) = text_len(resource);
         for scope_spans in &resource_spans.scope_spans {
             let spans = scope_spans.spans.len();
             sizing.spans += spans;
             sizing.resource_attributes += spans * resource.len();
-            sizing.resource_attribute_bytes += spans * resource_bytes;
+            sizing.resource_key_bytes += spans * resource_keys;
+            sizing.resource_value_bytes += spans * resource_values;
             for span in &scope_spans.spans {
+                let (keys, values) = text_len(&span.attributes);
                 sizing.span_attributes += span.attributes.len();
-                sizing.span_attribute_bytes += text_len(&span.attributes);
+                sizing.span_key_bytes += keys;
+                sizing.span_value_bytes += values;
             }
         }
     }

@@ -298,12 +298,14 @@ pub struct BatchSizing {
     pub spans: usize,
     /// Span attributes over all spans.
     pub span_attributes: usize,
-    /// Their keys' and values' text, about.
-    pub span_attribute_bytes: usize,
+    /// Text of their keys, and of their values (about).
+    pub span_key_bytes: usize,
+    pub span_value_bytes: usize,
     /// Resource attributes over all spans (each span repeats its resource's).
     pub resource_attributes: usize,
-    /// Their keys' and values' text, about.
-    pub resource_attribute_bytes: usize,
+    /// Text of their keys, and of their values (about).
+    pub resource_key_bytes: usize,
+    pub resource_value_bytes: usize,
 }
 
 impl SpanBatchBuilder {
@@ -317,9 +319,11 @@ impl SpanBatchBuilder {
         Self::with_sizing(&BatchSizing {
             spans,
             span_attributes: attributes,
-            span_attribute_bytes: attributes * 32,
+            span_key_bytes: attributes * 16,
+            span_value_bytes: attributes * 16,
             resource_attributes: attributes,
-            resource_attribute_bytes: attributes * 32,
+            resource_key_bytes: attributes * 16,
+            resource_value_bytes: attributes * 16,
         })
     }
 
@@ -330,10 +334,13 @@ impl SpanBatchBuilder {
         let spans = sizing.spans;
         let ts = || TimestampNanosecondBuilder::with_capacity(spans).with_timezone("UTC");
         let strings = |bytes_each: usize| TextColumn::with_capacity(spans, spans * bytes_each);
-        // Keys are usually the shorter half of an attribute's text.
-        let map = |entries: usize, bytes: usize| {
-            AttrMapColumn::with_capacity(spans, entries, bytes * 2 / 5, bytes - bytes * 2 / 5)
+        let map = |entries: usize, key_bytes: usize, value_bytes: usize| {
+            AttrMapColumn::with_capacity(spans, entries, key_bytes, value_bytes)
         };
+        // Types are recorded for non-string values only, which the sizing does
+        // not count: assume a quarter of the span attributes, named like the rest.
+        let typed = sizing.span_attributes / 4;
+        let typed_key_bytes = sizing.span_key_bytes / 4;
         let events = StructBuilder::new(
             event_fields(),
             vec![
@@ -367,10 +374,18 @@ impl SpanBatchBuilder {
             duration_ns: Int64Builder::with_capacity(spans),
             status_code: strings(5),
             status_message: strings(0),
-            attributes: map(sizing.span_attributes, sizing.span_attribute_bytes),
-            attribute_types: map(0, 0),
-            resource_attributes: map(sizing.resource_attributes, sizing.resource_attribute_bytes),
-            resource_attribute_types: map(0, 0),
+            attributes: map(
+                sizing.span_attributes,
+                sizing.span_key_bytes,
+                sizing.span_value_bytes,
+            ),
+            attribute_types: map(typed, typed_key_bytes, typed * 4),
+            resource_attributes: map(
+                sizing.resource_attributes,
+                sizing.resource_key_bytes,
+                sizing.resource_value_bytes,
+            ),
+            resource_attribute_types: map(0, 0, 0),
             scope_name: strings(16),
             scope_version: strings(8),
             events: ListBuilder::with_capacity(events, spans),

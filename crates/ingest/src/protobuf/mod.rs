@@ -117,7 +117,7 @@ fn estimate_size(body: &[u8]) -> BatchSizing {
         let (1, Value::Len(resource_spans)) = (tag, value) else {
             continue;
         };
-        let (mut resource_attributes, mut resource_bytes) = (0, 0);
+        let (mut resource_attributes, mut resource_keys, mut resource_values) = (0, 0, 0);
         let mut reader = Reader::new(resource_spans, "");
         let spans_before = sizing.spans;
         while let Ok(Some((tag, value))) = reader.next_field() {
@@ -127,7 +127,9 @@ fn estimate_size(body: &[u8]) -> BatchSizing {
                     while let Ok(Some((tag, value))) = reader.next_field() {
                         if let (1, Value::Len(kv)) = (tag, value) {
                             resource_attributes += 1;
-                            resource_bytes += kv.len();
+                            let (key, value) = key_value_sizes(kv);
+                            resource_keys += key;
+                            resource_values += value;
                         }
                     }
                 }
@@ -142,7 +144,9 @@ fn estimate_size(body: &[u8]) -> BatchSizing {
                         while let Ok(Some((tag, value))) = reader.next_field() {
                             if let (9, Value::Len(kv)) = (tag, value) {
                                 sizing.span_attributes += 1;
-                                sizing.span_attribute_bytes += kv.len();
+                                let (key, value) = key_value_sizes(kv);
+                                sizing.span_key_bytes += key;
+                                sizing.span_value_bytes += value;
                             }
                         }
                     }
@@ -152,9 +156,20 @@ fn estimate_size(body: &[u8]) -> BatchSizing {
         }
         let spans = sizing.spans - spans_before;
         sizing.resource_attributes += spans * resource_attributes;
-        sizing.resource_attribute_bytes += spans * resource_bytes;
+        sizing.resource_key_bytes += spans * resource_keys;
+        sizing.resource_value_bytes += spans * resource_values;
     }
     sizing
+}
+
+/// The key's length and about the rendered value's of an encoded `KeyValue`
+/// whose key comes first, as encoders write it; the value's encoding is about
+/// as long as its text (an int's decimal digits, a string's bytes).
+fn key_value_sizes(kv: &[u8]) -> (usize, usize) {
+    match Reader::new(kv, "").next_field() {
+        Ok(Some((1, Value::Len(key)))) => (key.len(), kv.len().saturating_sub(key.len() + 4)),
+        _ => (kv.len() / 2, kv.len() / 2),
+    }
 }
 
 /// Where spans go, and the buffers reused from span to span.
