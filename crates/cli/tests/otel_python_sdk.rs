@@ -1,8 +1,8 @@
-//! The real OpenTelemetry Python SDK and its OTLP/HTTP exporter against the real
-//! binary: `tests/python/otel_three_services.py` sends one trace that crosses three
-//! services (frontend → checkout → payment, W3C `traceparent` over real HTTP calls),
-//! and SQL must return every span with its parent link, service, kind, status and
-//! typed attributes rendered as `lighttrace-model` documents them.
+//! The real OpenTelemetry Python SDK and its OTLP exporters, HTTP and gRPC, against
+//! the real binary: `tests/python/otel_three_services.py` sends one trace that
+//! crosses three services (frontend → checkout → payment, W3C `traceparent` over
+//! real HTTP calls), and SQL must return every span with its parent link, service,
+//! kind, status and typed attributes rendered as `lighttrace-model` documents them.
 
 mod common;
 
@@ -184,11 +184,43 @@ fn python_sdk_trace_across_three_services_is_queryable() {
         return;
     };
     let server = TestServer::start();
+    let url = server.url();
+    send_and_check(&server, &python, &["--endpoint", &url]);
+}
+
+/// The SDK's OTLP/gRPC exporter (`opentelemetry-exporter-otlp-proto-grpc`), with
+/// checkout's exports gzipped and the others not.
+#[test]
+fn python_sdk_grpc_exporter_trace_across_three_services_is_queryable() {
+    let Some(python) = python() else {
+        return;
+    };
+    let server = TestServer::start();
+    let grpc = server.grpc_addr().to_string();
+    send_and_check(&server, &python, &["--grpc", &grpc]);
+}
+
+/// The OTLP/gRPC exporter with gzip on in every service.
+#[test]
+fn python_sdk_grpc_exporter_with_gzip_is_queryable() {
+    let Some(python) = python() else {
+        return;
+    };
+    let server = TestServer::start();
+    let grpc = server.grpc_addr().to_string();
+    send_and_check(
+        &server,
+        &python,
+        &["--grpc", &grpc, "--compression", "gzip"],
+    );
+}
+
+/// Runs the script with `args` (where to send) and checks its trace in SQL.
+fn send_and_check(server: &TestServer, python: &std::path::Path, args: &[&str]) {
     let output = run_ok(
         Command::new(python)
             .arg(python_script("otel_three_services.py"))
-            .arg("--endpoint")
-            .arg(server.url()),
+            .args(args),
         Duration::from_secs(120),
     );
     let sent: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use bytes::Bytes;
 use lighttrace_query::{QueryConfig, QueryEngine};
-use lighttrace_server::{AppState, ServerConfig, app};
+use lighttrace_server::{AppState, ServerConfig, TraceGrpcService, endpoints, serve_grpc};
 use lighttrace_storage::{Lake, StorageConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -27,6 +27,8 @@ pub const BASE_NS: u64 = 1_714_564_800_000_000_000;
 
 pub struct TestApp {
     pub router: Router,
+    /// Shares the router's ingest permits; see [`TestApp::grpc_url`].
+    pub grpc: TraceGrpcService,
     pub lake: Arc<Lake>,
     pub query: Arc<QueryEngine>,
     pub dir: tempfile::TempDir,
@@ -93,17 +95,33 @@ impl TestApp {
             )
             .expect("query engine"),
         );
-        let router = app(AppState {
+        let endpoints = endpoints(AppState {
             lake: lake.clone(),
             query: query.clone(),
             config,
         });
         TestApp {
-            router,
+            router: endpoints.http,
+            grpc: endpoints.grpc,
             lake,
             query,
             dir,
         }
+    }
+
+    /// Serves [`TestApp::grpc`] on an ephemeral port of 127.0.0.1 until the test's
+    /// runtime ends; returns its `http://` URL for a tonic client.
+    pub async fn grpc_url(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(serve_grpc(
+            listener,
+            self.grpc.clone(),
+            std::future::pending(),
+        ));
+        format!("http://{addr}")
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
