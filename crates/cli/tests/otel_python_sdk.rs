@@ -200,23 +200,33 @@ fn python_sdk_grpc_exporter_trace_across_three_services_is_queryable() {
     send_and_check(&server, &python, &["--grpc", &grpc]);
 }
 
-/// The OTLP/gRPC exporter with gzip on in every service.
+/// The OTLP/gRPC exporter with gzip on in every service; what it was answered
+/// OK for survives `kill -9` (the gRPC receiver's WAL records replay).
 #[test]
-fn python_sdk_grpc_exporter_with_gzip_is_queryable() {
+fn python_sdk_grpc_exporter_with_gzip_is_queryable_and_durable() {
     let Some(python) = python() else {
         return;
     };
-    let server = TestServer::start();
+    let mut server = TestServer::start();
     let grpc = server.grpc_addr().to_string();
-    send_and_check(
+    let sent = send_and_check(
         &server,
         &python,
         &["--grpc", &grpc, "--compression", "gzip"],
     );
+    server.kill_9();
+    server.restart();
+    check_trace(&server, &sent);
+    assert_eq!(
+        server.query_i64("SELECT count(*) FROM spans"),
+        TREE.len() as i64,
+        "each span exactly once after replay"
+    );
 }
 
-/// Runs the script with `args` (where to send) and checks its trace in SQL.
-fn send_and_check(server: &TestServer, python: &std::path::Path, args: &[&str]) {
+/// Runs the script with `args` (where to send) and checks its trace in SQL;
+/// returns what the script printed.
+fn send_and_check(server: &TestServer, python: &std::path::Path, args: &[&str]) -> Value {
     let output = run_ok(
         Command::new(python)
             .arg(python_script("otel_three_services.py"))
@@ -229,6 +239,12 @@ fn send_and_check(server: &TestServer, python: &std::path::Path, args: &[&str]) 
             String::from_utf8_lossy(&output.stdout)
         )
     });
+    check_trace(server, &sent);
+    sent
+}
+
+/// Checks in SQL the trace the script says it `sent`.
+fn check_trace(server: &TestServer, sent: &Value) {
     let trace_id = sent["trace_id"].as_str().expect("trace_id").to_owned();
     assert_eq!(trace_id.len(), 32);
     let sent_spans = sent["spans"].as_array().expect("spans");

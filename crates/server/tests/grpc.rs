@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use bytes::Bytes;
 use common::*;
 use lighttrace_server::ServerConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -227,21 +226,11 @@ async fn size_limits_are_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_buffers_answer_unavailable_with_retry_info() {
-    let app = TestApp::with(
-        |storage| {
-            storage.buffer_max_bytes = 64 * 1024;
-            storage.flush_partition_bytes = usize::MAX / 2;
-        },
-        ServerConfig::default(),
-    )
-    .await;
+    let app = TestApp::with_small_buffers().await;
     let mut client = client(&app.grpc_url().await).await;
     let mut overloaded = None;
     for round in 0..200u32 {
-        let spans = (0..100u8)
-            .map(|i| span(round as u8 + 1, i + 1, None, &"x".repeat(200), u64::from(i)))
-            .collect();
-        match client.export(request("svc", spans)).await {
+        match client.export(bulky_request(round)).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::Unavailable => {
                 overloaded = Some(status);
@@ -268,19 +257,7 @@ async fn too_many_requests_in_flight_answer_unavailable_at_once() {
     };
     let app = TestApp::with(|_| {}, config).await;
     let mut client = client(&app.grpc_url().await).await;
-    let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
-    sender
-        .unbounded_send(Ok(Bytes::from_static(b"\x0a")))
-        .unwrap();
-    let slow = Request::post("/v1/traces")
-        .header(header::CONTENT_TYPE, PROTOBUF)
-        .body(Body::from_stream(receiver))
-        .unwrap();
-    let router = app.router.clone();
-    let first = tokio::spawn(async move {
-        use tower::ServiceExt;
-        router.oneshot(slow).await.unwrap().status()
-    });
+    let (sender, first) = app.hold_an_ingest_permit();
     let mut refused = None;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
