@@ -86,7 +86,10 @@ pub use otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder, wal_decoder};
 /// The project of every request until authentication exists.
 pub const DEFAULT_PROJECT: &str = "default";
 
-/// Limits of the HTTP and gRPC servers. The defaults suit a laptop.
+/// Limits of the HTTP and gRPC servers. The defaults suit a laptop. The ingest
+/// limits hold for OTLP/HTTP and OTLP/gRPC alike; where a field says 413, gRPC
+/// answers `RESOURCE_EXHAUSTED`, and where it says 503, `UNAVAILABLE` with a
+/// `RetryInfo`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Largest request body on the wire, before decompression (413 beyond).
@@ -94,13 +97,15 @@ pub struct ServerConfig {
     /// Largest OTLP body after decompression; enforced while inflating, so a gzip
     /// bomb stops at this size (413 beyond).
     pub max_decompressed_bytes: usize,
-    /// Ingest requests handled at once; the next one is answered 503 at once.
+    /// Ingest requests handled at once, over HTTP and gRPC together; the next one
+    /// is answered 503 at once.
     /// Together with the two size limits this bounds the memory ingest holds.
     pub max_inflight_ingest: usize,
     /// A request body must have fully arrived within this time (503 otherwise).
     pub body_read_timeout: Duration,
-    /// `Retry-After` sent with the server's own overload answers (in-flight
-    /// limit, slow body). Storage overload sends the storage's own delay.
+    /// `Retry-After` (gRPC: the `RetryInfo` delay) sent with the server's own
+    /// overload answers (in-flight limit, slow body). Storage overload sends the
+    /// storage's own delay.
     pub overload_retry_after: Duration,
     /// Largest `POST /api/v1/sql` body.
     pub max_sql_bytes: usize,

@@ -4,14 +4,18 @@
 //!
 //! 1. `Content-Type` picks the encoding (protobuf or JSON), else 415.
 //! 2. An ingest permit is taken without waiting, else 503: at most
-//!    `max_inflight_ingest` bodies are held in memory at once.
+//!    `max_inflight_ingest` bodies (HTTP and gRPC together) are held in memory
+//!    at once.
 //! 3. The body is read under `max_body_bytes` (413) and `body_read_timeout` (503).
 //! 4. It is decompressed (gzip, with `max_decompressed_bytes` enforced while
 //!    inflating) and decoded into an Arrow batch, on the blocking pool unless small.
 //! 5. A request whose every span is invalid is answered 400; otherwise
-//!    [`Lake::write`](lighttrace_storage::Lake::write) makes the valid spans
-//!    durable and visible, and only then is the request answered 200, with
-//!    `partialSuccess` counting the invalid ones.
+//!    [`Lake::write_logged`](lighttrace_storage::Lake::write_logged) makes the
+//!    valid spans durable and visible, and only then is the request answered
+//!    200, with `partialSuccess` counting the invalid ones.
+//!
+//! Steps 4 and 5 are `ingest_traces`, which the OTLP/gRPC receiver (`grpc.rs`)
+//! calls with the message bytes of an `Export` call.
 
 use std::borrow::Cow;
 
