@@ -8,7 +8,8 @@
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lighttrace-target}"
 export CARGO_TERM_COLOR=never
-VENV="$HOME/.cache/lighttrace-venv"
+# LIGHTTRACE_VENV: another venv, e.g. for a worktree whose requirements differ.
+VENV="${LIGHTTRACE_VENV:-$HOME/.cache/lighttrace-venv}"
 TOOLS="$HOME/.cache/lighttrace-tools"
 S3S_FS_VERSION=0.14.1
 PYTHON="${PYTHON:-python3}"
@@ -40,7 +41,7 @@ install_python_packages() {
   local want
   want="$("$PYTHON" --version 2>&1) $(sha256sum tests/requirements.txt | cut -d' ' -f1)"
   if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-    && "$VENV/bin/python" -c 'import duckdb, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import duckdb, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null; then
     echo "venv $VENV is current"
     return
   fi

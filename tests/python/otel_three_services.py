@@ -5,12 +5,15 @@
        (W3C `traceparent` carried in the request headers)
 
 Each service is an HTTP server on 127.0.0.1 with its own TracerProvider: its own
-`service.name` resource, its own BatchSpanProcessor and its own OTLP/HTTP protobuf
-exporter pointed at LightTrace (checkout's exporter gzips its requests). The trace
+`service.name` resource, its own BatchSpanProcessor and its own OTLP exporter
+pointed at LightTrace: OTLP/HTTP protobuf (`--endpoint`) or, with `--grpc ADDR`,
+the SDK's OTLP/gRPC exporter. By default only checkout's exporter compresses its
+requests (gzip); `--compression gzip` makes every exporter do so. The trace
 context crosses the services only through the `traceparent` header of real HTTP
 calls, exactly as it does between real processes.
 
 Usage: otel_three_services.py --endpoint http://127.0.0.1:PORT
+       otel_three_services.py --grpc 127.0.0.1:PORT [--compression gzip]
 
 Prints one JSON line on stdout:
 
@@ -32,7 +35,11 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -71,16 +78,27 @@ class RecordingExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-class Service:
-    def __init__(self, name, endpoint, compression):
-        self.name = name
-        self.exporter = RecordingExporter(
-            OTLPSpanExporter(
-                endpoint=f"{endpoint}/v1/traces",
-                timeout=HTTP_TIMEOUT_S,
-                compression=compression,
-            )
+def otlp_exporter(target, gzip):
+    """The SDK's own exporter: `target` is ("http", base URL) or ("grpc", host:port)."""
+    protocol, address = target
+    if protocol == "grpc":
+        return GrpcSpanExporter(
+            endpoint=f"http://{address}",
+            insecure=True,
+            timeout=HTTP_TIMEOUT_S,
+            compression=grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression,
         )
+    return OTLPSpanExporter(
+        endpoint=f"{address}/v1/traces",
+        timeout=HTTP_TIMEOUT_S,
+        compression=Compression.Gzip if gzip else Compression.NoCompression,
+    )
+
+
+class Service:
+    def __init__(self, name, target, gzip):
+        self.name = name
+        self.exporter = RecordingExporter(otlp_exporter(target, gzip))
         self.provider = TracerProvider(
             resource=Resource.create(
                 {
@@ -183,14 +201,23 @@ def checkout_handler(payment_url):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--endpoint", required=True,
-                        help="LightTrace's HTTP base URL, e.g. http://127.0.0.1:4318")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--endpoint",
+                       help="OTLP/HTTP: LightTrace's HTTP base URL, e.g. http://127.0.0.1:4318")
+    where.add_argument("--grpc", help="OTLP/gRPC: LightTrace's --grpc address, e.g. 127.0.0.1:4317")
+    parser.add_argument("--compression", choices=["checkout", "gzip"], default="checkout",
+                        help="gzip only checkout's exports (default) or every service's")
     args = parser.parse_args()
-    endpoint = args.endpoint.rstrip("/")
+    if args.grpc:
+        target = ("grpc", args.grpc)
+    else:
+        target = ("http", args.endpoint.rstrip("/"))
+    endpoint = target[1]
+    all_gzip = args.compression == "gzip"
 
-    frontend = Service("frontend", endpoint, Compression.NoCompression)
-    checkout = Service("checkout", endpoint, Compression.Gzip)
-    payment = Service("payment", endpoint, Compression.NoCompression)
+    frontend = Service("frontend", target, all_gzip)
+    checkout = Service("checkout", target, True)
+    payment = Service("payment", target, all_gzip)
     services = [frontend, checkout, payment]
     try:
         payment_url = payment.serve(payment_handler)

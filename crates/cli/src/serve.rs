@@ -1,5 +1,5 @@
-//! `lighttrace serve`: the lake, the query engine and the HTTP server, until
-//! SIGTERM or Ctrl-C.
+//! `lighttrace serve`: the lake, the query engine, the HTTP server and the
+//! OTLP/gRPC server, until SIGTERM or Ctrl-C.
 //!
 //! Two runtimes: the server (network I/O, WAL writes, flushes) runs on the
 //! runtime built here; the [`QueryEngine`] owns another one for DataFusion, so a
@@ -10,8 +10,8 @@
 //! 1. a guard thread starts: if the process is still running after
 //!    `--shutdown-timeout` (30 s), it logs and exits with status 1 (every
 //!    acknowledged span is in the WAL, so the next start replays it);
-//! 2. the HTTP server stops accepting and waits for requests in flight, at most
-//!    half of that time;
+//! 2. the HTTP and gRPC servers stop accepting and wait for requests in flight,
+//!    at most half of that time;
 //! 3. [`Lake::shutdown`] flushes the buffers to Parquet and commits the catalog;
 //! 4. exit 0.
 //!
@@ -68,10 +68,14 @@ async fn serve(
     engine_slot: &mut Option<Arc<QueryEngine>>,
 ) -> anyhow::Result<()> {
     // Bind first: a taken port should fail fast, before WAL replay.
-    let listener = tokio::net::TcpListener::bind(&settings.http)
+    let http_listener = tokio::net::TcpListener::bind(&settings.http)
         .await
         .with_context(|| format!("cannot listen on --http {}", settings.http))?;
-    let http_addr = listener.local_addr().context("listener address")?;
+    let http_addr = http_listener.local_addr().context("listener address")?;
+    let grpc_listener = tokio::net::TcpListener::bind(&settings.grpc)
+        .await
+        .with_context(|| format!("cannot listen on --grpc {}", settings.grpc))?;
+    let grpc_addr = grpc_listener.local_addr().context("listener address")?;
     let mut signals = Signals::install()?;
 
     let data_dir = settings.storage.data_dir.clone();
@@ -90,10 +94,6 @@ async fn serve(
         }
     };
     *engine_slot = Some(query.clone());
-    tracing::info!(
-        grpc = %settings.grpc,
-        "OTLP/gRPC is not served by this version; send OTLP over HTTP to /v1/traces"
-    );
 
     let state = AppState {
         lake: lake.clone(),
@@ -102,13 +102,19 @@ async fn serve(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = wait_for_stop(stop_rx.clone());
-    let server = tokio::spawn(lighttrace_server::serve(listener, state, stopped));
+    let server = tokio::spawn(lighttrace_server::serve(
+        http_listener,
+        grpc_listener,
+        state,
+        stopped,
+    ));
 
     // The one line on stdout: tests and scripts read the address from it.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
-        "lighttrace listening on http://{http_addr} (OTLP/HTTP POST /v1/traces, SQL POST /api/v1/sql), data in {lake_place}"
+        "lighttrace listening on http://{http_addr} (OTLP/HTTP POST /v1/traces, SQL POST /api/v1/sql) \
+         and {grpc_addr} (OTLP/gRPC), data in {lake_place}"
     );
     let _ = stdout.flush();
     drop(stdout);
@@ -145,8 +151,8 @@ async fn serve(
             tracing::info!("shut down cleanly");
             Ok(())
         }
-        Some(Ok(Err(err))) => Err(err).context("the HTTP server failed"),
-        Some(Err(join)) => Err(join).context("the HTTP server task failed"),
+        Some(Ok(Err(err))) => Err(err).context("the HTTP or gRPC server failed"),
+        Some(Err(join)) => Err(join).context("the server task failed"),
     }
 }
 

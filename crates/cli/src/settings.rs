@@ -17,7 +17,7 @@
 //! data = "/var/lib/lighttrace"        # local data directory (the WAL is always here)
 //! store = "s3://bucket/prefix"        # Parquet files in object storage instead
 //! http = "0.0.0.0:4318"               # OTLP/HTTP and the SQL API
-//! grpc = "0.0.0.0:4317"               # reserved for OTLP/gRPC
+//! grpc = "0.0.0.0:4317"               # OTLP/gRPC (TraceService/Export)
 //! flush_max_age = "60s"               # flush a partition once its oldest span is this old
 //! flush_partition_bytes = "64MiB"     # … or once it holds this much Arrow data
 //! buffer_max_bytes = "512MiB"         # all buffered data; beyond it ingest answers 503
@@ -87,8 +87,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "LIGHTTRACE_HTTP")]
     pub http: Option<String>,
 
-    /// Address for OTLP/gRPC [default: 127.0.0.1:4317]. Reserved: this version
-    /// serves OTLP over HTTP only and does not listen here.
+    /// Address for OTLP/gRPC, `TraceService/Export` [default: 127.0.0.1:4317].
     #[arg(long, value_name = "ADDR", env = "LIGHTTRACE_GRPC")]
     pub grpc: Option<String>,
 
@@ -171,7 +170,7 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// HTTP listen address (`--http`).
     pub http: Option<String>,
-    /// OTLP/gRPC listen address (`--grpc`, reserved).
+    /// OTLP/gRPC listen address (`--grpc`).
     pub grpc: Option<String>,
     /// Flush a partition once its oldest span is this old (`--flush-max-age`).
     #[serde(default, deserialize_with = "de_duration")]

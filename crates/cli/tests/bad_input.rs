@@ -379,3 +379,33 @@ fn sql_errors_are_4xx_with_a_message() {
         "COPY wrote a file"
     );
 }
+
+/// A `--grpc` address that cannot be bound stops `lighttrace serve` at start-up
+/// with a message that names the flag, before the lake is opened.
+#[test]
+fn a_taken_grpc_port_is_a_clear_startup_error() {
+    let server = TestServer::start();
+    let taken = server.grpc_addr().to_string();
+    let data = tempfile::tempdir().expect("tempdir");
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut command = std::process::Command::new(LIGHTTRACE);
+    command
+        .args(["serve", "--http", &http, "--grpc", &taken, "--data"])
+        .arg(data.path())
+        .env_remove("LIGHTTRACE_GRPC")
+        .env_remove("LIGHTTRACE_HTTP");
+    let output = run_with_timeout(&mut command, STARTUP_TIMEOUT);
+    assert!(
+        !output.status.success(),
+        "a second server on {taken} started"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on --grpc {taken}")),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(data.path()).unwrap().next().is_none(),
+        "nothing written to the data dir"
+    );
+}

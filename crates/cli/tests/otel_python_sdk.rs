@@ -1,8 +1,8 @@
-//! The real OpenTelemetry Python SDK and its OTLP/HTTP exporter against the real
-//! binary: `tests/python/otel_three_services.py` sends one trace that crosses three
-//! services (frontend → checkout → payment, W3C `traceparent` over real HTTP calls),
-//! and SQL must return every span with its parent link, service, kind, status and
-//! typed attributes rendered as `lighttrace-model` documents them.
+//! The real OpenTelemetry Python SDK and its OTLP exporters, HTTP and gRPC, against
+//! the real binary: `tests/python/otel_three_services.py` sends one trace that
+//! crosses three services (frontend → checkout → payment, W3C `traceparent` over
+//! real HTTP calls), and SQL must return every span with its parent link, service,
+//! kind, status and typed attributes rendered as `lighttrace-model` documents them.
 
 mod common;
 
@@ -184,11 +184,53 @@ fn python_sdk_trace_across_three_services_is_queryable() {
         return;
     };
     let server = TestServer::start();
+    let url = server.url();
+    send_and_check(&server, &python, &["--endpoint", &url]);
+}
+
+/// The SDK's OTLP/gRPC exporter (`opentelemetry-exporter-otlp-proto-grpc`), with
+/// checkout's exports gzipped and the others not.
+#[test]
+fn python_sdk_grpc_exporter_trace_across_three_services_is_queryable() {
+    let Some(python) = python() else {
+        return;
+    };
+    let server = TestServer::start();
+    let grpc = server.grpc_addr().to_string();
+    send_and_check(&server, &python, &["--grpc", &grpc]);
+}
+
+/// The OTLP/gRPC exporter with gzip on in every service; what it was answered
+/// OK for survives `kill -9` (the gRPC receiver's WAL records replay).
+#[test]
+fn python_sdk_grpc_exporter_with_gzip_is_queryable_and_durable() {
+    let Some(python) = python() else {
+        return;
+    };
+    let mut server = TestServer::start();
+    let grpc = server.grpc_addr().to_string();
+    let sent = send_and_check(
+        &server,
+        &python,
+        &["--grpc", &grpc, "--compression", "gzip"],
+    );
+    server.kill_9();
+    server.restart();
+    check_trace(&server, &sent);
+    assert_eq!(
+        server.query_i64("SELECT count(*) FROM spans"),
+        TREE.len() as i64,
+        "each span exactly once after replay"
+    );
+}
+
+/// Runs the script with `args` (where to send) and checks its trace in SQL;
+/// returns what the script printed.
+fn send_and_check(server: &TestServer, python: &std::path::Path, args: &[&str]) -> Value {
     let output = run_ok(
         Command::new(python)
             .arg(python_script("otel_three_services.py"))
-            .arg("--endpoint")
-            .arg(server.url()),
+            .args(args),
         Duration::from_secs(120),
     );
     let sent: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
@@ -197,6 +239,12 @@ fn python_sdk_trace_across_three_services_is_queryable() {
             String::from_utf8_lossy(&output.stdout)
         )
     });
+    check_trace(server, &sent);
+    sent
+}
+
+/// Checks in SQL the trace the script says it `sent`.
+fn check_trace(server: &TestServer, sent: &Value) {
     let trace_id = sent["trace_id"].as_str().expect("trace_id").to_owned();
     assert_eq!(trace_id.len(), 32);
     let sent_spans = sent["spans"].as_array().expect("spans");

@@ -99,7 +99,7 @@ mod protobuf;
 pub use compression::decompress;
 #[doc(hidden)]
 pub use otlp::decode_otlp_protobuf_with_prost;
-pub use otlp::{decode_otlp_traces, encode_traces_response};
+pub use otlp::{decode_otlp_traces, encode_traces_response, traces_response};
 
 /// The wire encoding of an OTLP/HTTP request (and of its response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

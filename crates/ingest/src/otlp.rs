@@ -103,6 +103,18 @@ fn parse_json(body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
     })
 }
 
+/// The ExportTraceServiceResponse for a request of which `rejected` spans were
+/// invalid, for `message`: `partial_success` is set only when spans were
+/// rejected, as the OTLP specification asks.
+pub fn traces_response(rejected: usize, message: Option<&str>) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+            error_message: message.unwrap_or_default().to_string(),
+        }),
+    }
+}
+
 /// The ExportTraceServiceResponse for a request, in the request's encoding.
 ///
 /// `partial_success` is set only when spans were rejected, as the OTLP
@@ -112,12 +124,7 @@ pub fn encode_traces_response(
     rejected: usize,
     message: Option<&str>,
 ) -> Vec<u8> {
-    let response = ExportTraceServiceResponse {
-        partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
-            error_message: message.unwrap_or_default().to_string(),
-        }),
-    };
+    let response = traces_response(rejected, message);
     match encoding {
         OtlpEncoding::Protobuf => response.encode_to_vec(),
         OtlpEncoding::Json => match &response.partial_success {

@@ -6,6 +6,7 @@ use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use crate::ServerConfig;
 use crate::error::ApiError;
 
 /// Limits for one body.
@@ -20,8 +21,17 @@ pub(crate) struct BodyLimits {
     pub retry_after: Duration,
 }
 
-/// Collects `body`, failing with 413 past `max_bytes` (early, when the declared
-/// `Content-Length` is already too large) and with 503 past the deadline.
+impl BodyLimits {
+    /// The limits of an ingest request body (OTLP over HTTP or gRPC).
+    pub(crate) fn ingest(config: &ServerConfig) -> Self {
+        BodyLimits {
+            max_bytes: config.max_body_bytes,
+            deadline: config.body_read_timeout,
+            retry_after: config.overload_retry_after,
+        }
+    }
+}
+
 /// The request's `Content-Length`, when it has a valid one.
 pub(crate) fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
     headers
@@ -30,6 +40,8 @@ pub(crate) fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
+/// Collects `body`, failing with 413 past `max_bytes` (early, when the declared
+/// `Content-Length` is already too large) and with 503 past the deadline.
 pub(crate) async fn read_body(
     body: Body,
     content_length: Option<u64>,

@@ -1,20 +1,20 @@
 //! [`ApiError`]: the one place where ingest, storage and query errors become HTTP
-//! status codes.
+//! status codes (and gRPC status codes).
 //!
-//! | error | status | body says |
-//! |---|---|---|
-//! | `IngestError::Malformed`, `IngestError::BadCompression`, a request whose every span is invalid | 400 | what was wrong |
-//! | `IngestError::TooLarge`, body over `max_body_bytes` | 413 | the limit |
-//! | `IngestError::UnsupportedContentEncoding`, unknown `Content-Type` | 415 | what is supported |
-//! | `StorageError::Overloaded`, too many ingest requests in flight, body too slow | 503 + `Retry-After` | retry later |
-//! | `StorageError::ShuttingDown` | 503 + `Retry-After` | the server is stopping |
-//! | `StorageError::InvalidBatch` | 400 | what the storage refused |
-//! | `QueryError::Refused`, `QueryError::Invalid` | 400 | what was wrong with the SQL |
-//! | `QueryError::ResourcesExhausted` | 422 | the query needs more memory than allowed |
-//! | `QueryError::Timeout` | 504 | the time limit |
-//! | no such route | 404 | the method and path |
-//! | a handler panicked | 500 | `internal error` only; the panic goes to the log |
-//! | everything else | 500 | `internal error` only; the details go to the log |
+//! | error | status | gRPC status | body says |
+//! |---|---|---|---|
+//! | `IngestError::Malformed`, `IngestError::BadCompression`, a request whose every span is invalid | 400 | `INVALID_ARGUMENT` | what was wrong |
+//! | `IngestError::TooLarge`, body over `max_body_bytes` | 413 | `RESOURCE_EXHAUSTED` | the limit |
+//! | `IngestError::UnsupportedContentEncoding`, unknown `Content-Type` | 415 | `INVALID_ARGUMENT` | what is supported |
+//! | `StorageError::Overloaded`, too many ingest requests in flight, body too slow | 503 + `Retry-After` | `UNAVAILABLE` + `RetryInfo` | retry later |
+//! | `StorageError::ShuttingDown` | 503 + `Retry-After` | `UNAVAILABLE` + `RetryInfo` | the server is stopping |
+//! | `StorageError::InvalidBatch` | 400 | `INVALID_ARGUMENT` | what the storage refused |
+//! | `QueryError::Refused`, `QueryError::Invalid` | 400 | — | what was wrong with the SQL |
+//! | `QueryError::ResourcesExhausted` | 422 | — | the query needs more memory than allowed |
+//! | `QueryError::Timeout` | 504 | — | the time limit |
+//! | no such route | 404 | `UNIMPLEMENTED` | the method and path |
+//! | a handler panicked | 500 | — | `internal error` only; the panic goes to the log |
+//! | everything else | 500 | `INTERNAL` | `internal error` only; the details go to the log |
 //!
 //! Why 422 and 504: a query over its memory limit fails the same way on every
 //! retry, so it is the request that cannot be processed (422), not the server that
@@ -25,6 +25,10 @@
 //!
 //! The body format depends on the endpoint: the SQL API answers `{"error": "…"}`,
 //! the OTLP receiver answers a `google.rpc.Status` in the request's encoding.
+//! OTLP/gRPC answers the gRPC status of the third column (`From<ApiError> for
+//! tonic::Status`): `RESOURCE_EXHAUSTED` carries no `RetryInfo`, so OTLP clients
+//! do not retry a request that is too large; `UNAVAILABLE` always carries one,
+//! with the same delay as `Retry-After`. Rows marked — do not occur there.
 
 use std::fmt;
 use std::time::Duration;
@@ -155,6 +159,21 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        let code = tonic::Code::from_i32(err.rpc_code());
+        match err.retry_after {
+            // OTLP clients retry UNAVAILABLE, after the RetryInfo delay when given.
+            Some(delay) => <tonic::Status as tonic_types::StatusExt>::with_error_details(
+                code,
+                err.message,
+                tonic_types::ErrorDetails::with_retry_info(Some(delay)),
+            ),
+            None => tonic::Status::new(code, err.message),
+        }
+    }
+}
 
 /// Seconds for a `Retry-After` header: rounded up, at least 1.
 pub(crate) fn retry_after_secs(delay: Duration) -> u64 {

@@ -1,4 +1,5 @@
-//! LightTrace's HTTP server: the OTLP/HTTP receiver and the SQL API, on one port.
+//! LightTrace's servers: the OTLP/HTTP receiver and the SQL API on one port (axum),
+//! the OTLP/gRPC receiver on another (tonic).
 //!
 //! This crate sits between the network and the rest of the data path: a request
 //! body is decoded by `lighttrace-ingest`, written by `lighttrace-storage` (durable
@@ -11,6 +12,14 @@
 //! | `POST /v1/traces` | OTLP/HTTP traces: `application/x-protobuf` or `application/json`, gzip or identity. Answers an `ExportTraceServiceResponse` in the request's encoding, with `partialSuccess` when some spans were rejected. Errors carry a `google.rpc.Status`. |
 //! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
 //! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
+//!
+//! On the gRPC port, one method: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
+//! (OTLP/gRPC), identity or gzip (`grpc-encoding`). It is the OTLP/HTTP receiver
+//! behind gRPC framing: the same decoder, limits and WAL records, with the errors
+//! as gRPC status codes (`OK` with `partial_success` when some spans were invalid,
+//! `INVALID_ARGUMENT` for bad data, `RESOURCE_EXHAUSTED` over a size limit,
+//! `UNAVAILABLE` with a `google.rpc.RetryInfo` under overload). See
+//! [`TraceGrpcService`].
 //!
 //! Authentication does not exist yet: spans are written to the project
 //! [`DEFAULT_PROJECT`] and SQL reads every project.
@@ -26,10 +35,11 @@
 //! # Overload
 //!
 //! Ingest never queues without bound: at most
-//! [`ServerConfig::max_inflight_ingest`] requests hold a body at once (the next is
-//! answered 503 at once), a body must arrive within
+//! [`ServerConfig::max_inflight_ingest`] requests, over HTTP and gRPC together,
+//! hold a body at once (the next is answered 503 / `UNAVAILABLE` at once), a body must arrive within
 //! [`ServerConfig::body_read_timeout`], and the storage answers `Overloaded` when
-//! its buffers are full. All three become 503 with `Retry-After`.
+//! its buffers are full. All three become 503 with `Retry-After` (gRPC:
+//! `UNAVAILABLE` with `RetryInfo`).
 //!
 //! # Example
 //!
@@ -38,8 +48,9 @@
 //! #              query: std::sync::Arc<lighttrace_query::QueryEngine>) -> std::io::Result<()> {
 //! use lighttrace_server::{AppState, ServerConfig, serve};
 //! let state = AppState { lake, query, config: ServerConfig::default() };
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4318").await?;
-//! serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! let http = tokio::net::TcpListener::bind("127.0.0.1:4318").await?;
+//! let grpc = tokio::net::TcpListener::bind("127.0.0.1:4317").await?;
+//! serve(http, grpc, state, async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
 //! ```
 
@@ -55,7 +66,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lighttrace_query::QueryEngine;
 use lighttrace_storage::Lake;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -63,17 +74,22 @@ use tracing::Level;
 mod body;
 pub mod encode;
 mod error;
+mod grpc;
 mod otlp;
 mod sql;
 
 pub use encode::ARROW_STREAM_CONTENT_TYPE;
 pub use error::ApiError;
+pub use grpc::{TRACE_SERVICE_NAME, TraceGrpcService, serve_grpc};
 pub use otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder, wal_decoder};
 
 /// The project of every request until authentication exists.
 pub const DEFAULT_PROJECT: &str = "default";
 
-/// Limits of the HTTP server. The defaults suit a laptop.
+/// Limits of the HTTP and gRPC servers. The defaults suit a laptop. The ingest
+/// limits hold for OTLP/HTTP and OTLP/gRPC alike; where a field says 413, gRPC
+/// answers `RESOURCE_EXHAUSTED`, and where it says 503, `UNAVAILABLE` with a
+/// `RetryInfo`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Largest request body on the wire, before decompression (413 beyond).
@@ -81,13 +97,15 @@ pub struct ServerConfig {
     /// Largest OTLP body after decompression; enforced while inflating, so a gzip
     /// bomb stops at this size (413 beyond).
     pub max_decompressed_bytes: usize,
-    /// Ingest requests handled at once; the next one is answered 503 at once.
+    /// Ingest requests handled at once, over HTTP and gRPC together; the next one
+    /// is answered 503 at once.
     /// Together with the two size limits this bounds the memory ingest holds.
     pub max_inflight_ingest: usize,
     /// A request body must have fully arrived within this time (503 otherwise).
     pub body_read_timeout: Duration,
-    /// `Retry-After` sent with the server's own overload answers (in-flight
-    /// limit, slow body). Storage overload sends the storage's own delay.
+    /// `Retry-After` (gRPC: the `RetryInfo` delay) sent with the server's own
+    /// overload answers (in-flight limit, slow body). Storage overload sends the
+    /// storage's own delay.
     pub overload_retry_after: Duration,
     /// Largest `POST /api/v1/sql` body.
     pub max_sql_bytes: usize,
@@ -121,7 +139,7 @@ pub struct AppState {
     pub config: ServerConfig,
 }
 
-/// [`AppState`] plus what [`app`] derives from it.
+/// [`AppState`] plus what [`endpoints`] derives from it.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub state: AppState,
@@ -129,14 +147,62 @@ pub(crate) struct Shared {
     pub query_permits: Arc<Semaphore>,
 }
 
+impl Shared {
+    fn new(state: AppState) -> Self {
+        Shared {
+            ingest_permits: Arc::new(Semaphore::new(state.config.max_inflight_ingest.max(1))),
+            query_permits: Arc::new(Semaphore::new(state.config.max_concurrent_queries.max(1))),
+            state,
+        }
+    }
+
+    /// One of the permits every ingest request holds until its spans are written
+    /// (OTLP over HTTP and gRPC alike), taken without waiting: when
+    /// [`ServerConfig::max_inflight_ingest`] requests are in flight, the next one
+    /// is refused at once.
+    pub(crate) fn ingest_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        let config = &self.state.config;
+        self.ingest_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::overloaded(
+                    format!(
+                        "too many ingest requests in flight (limit {}); retry later",
+                        config.max_inflight_ingest
+                    ),
+                    config.overload_retry_after,
+                )
+            })
+    }
+}
+
+/// The HTTP router and the OTLP/gRPC service of one server. They share the
+/// ingest limits: at most [`ServerConfig::max_inflight_ingest`] requests in
+/// flight over both.
+pub struct Endpoints {
+    /// Every HTTP route (see [`app`]).
+    pub http: Router,
+    /// OTLP/gRPC `TraceService/Export` (see [`TraceGrpcService`]).
+    pub grpc: TraceGrpcService,
+}
+
+/// Builds the [`Endpoints`] of one server over `state`.
+pub fn endpoints(state: AppState) -> Endpoints {
+    let shared = Shared::new(state);
+    Endpoints {
+        grpc: TraceGrpcService::new(shared.clone()),
+        http: router(shared),
+    }
+}
+
 /// The router with every route, request tracing and panic recovery. Tests call
 /// it with `tower::ServiceExt::oneshot`; [`serve`] runs it on a listener.
 pub fn app(state: AppState) -> Router {
-    let shared = Shared {
-        ingest_permits: Arc::new(Semaphore::new(state.config.max_inflight_ingest.max(1))),
-        query_permits: Arc::new(Semaphore::new(state.config.max_concurrent_queries.max(1))),
-        state,
-    };
+    router(Shared::new(state))
+}
+
+fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v1/traces", post(otlp::export_traces))
         .route("/api/v1/sql", post(sql::run_sql))
@@ -155,13 +221,16 @@ pub fn app(state: AppState) -> Router {
         )
 }
 
-/// Serves [`app`] on `listener` until `shutdown` completes; then stops accepting
-/// connections and waits for the requests in flight to finish.
+/// Serves the HTTP routes on `http` and OTLP/gRPC on `grpc` until `shutdown`
+/// completes; then both stop accepting connections and wait for the requests in
+/// flight to finish.
 ///
 /// The lake is not shut down here: the caller does that after this returns, so
-/// that every acknowledged request has finished writing first.
+/// that every acknowledged request has finished writing first. If either server
+/// fails, the other is stopped and the error returned.
 pub async fn serve<F>(
-    listener: tokio::net::TcpListener,
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
     state: AppState,
     shutdown: F,
 ) -> std::io::Result<()>
@@ -169,15 +238,23 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|stream| {
+    use futures::FutureExt;
+    let Endpoints {
+        http: router,
+        grpc: trace_service,
+    } = endpoints(state);
+    let shutdown = shutdown.shared();
+    let http = http.tap_io(|stream| {
         // Small OTLP requests and responses should not wait for Nagle's algorithm.
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let http = axum::serve(http, router)
+        .with_graceful_shutdown(shutdown.clone())
+        .into_future();
+    let grpc = serve_grpc(grpc, trace_service, shutdown);
+    tokio::try_join!(http, grpc).map(|_| ())
 }
 
 async fn health() -> &'static str {

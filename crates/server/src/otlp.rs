@@ -4,14 +4,18 @@
 //!
 //! 1. `Content-Type` picks the encoding (protobuf or JSON), else 415.
 //! 2. An ingest permit is taken without waiting, else 503: at most
-//!    `max_inflight_ingest` bodies are held in memory at once.
+//!    `max_inflight_ingest` bodies (HTTP and gRPC together) are held in memory
+//!    at once.
 //! 3. The body is read under `max_body_bytes` (413) and `body_read_timeout` (503).
 //! 4. It is decompressed (gzip, with `max_decompressed_bytes` enforced while
 //!    inflating) and decoded into an Arrow batch, on the blocking pool unless small.
 //! 5. A request whose every span is invalid is answered 400; otherwise
-//!    [`Lake::write`](lighttrace_storage::Lake::write) makes the valid spans
-//!    durable and visible, and only then is the request answered 200, with
-//!    `partialSuccess` counting the invalid ones.
+//!    [`Lake::write_logged`](lighttrace_storage::Lake::write_logged) makes the
+//!    valid spans durable and visible, and only then is the request answered
+//!    200, with `partialSuccess` counting the invalid ones.
+//!
+//! Steps 4 and 5 are `ingest_traces`, which the OTLP/gRPC receiver (`grpc.rs`)
+//! calls with the message bytes of an `Export` call.
 
 use std::borrow::Cow;
 
@@ -109,21 +113,8 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let config = &shared.state.config;
     // Held until the spans are written: it bounds the memory held by requests.
-    let _permit = shared
-        .ingest_permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::overloaded(
-                format!(
-                    "too many ingest requests in flight (limit {}); retry later",
-                    config.max_inflight_ingest
-                ),
-                config.overload_retry_after,
-            )
-        })?;
+    let _permit = shared.ingest_permit()?;
 
     let content_encoding = match headers.get(header::CONTENT_ENCODING) {
         None => None,
@@ -140,19 +131,51 @@ async fn ingest(
     let body = read_body(
         body,
         content_length(headers),
-        BodyLimits {
-            max_bytes: config.max_body_bytes,
-            deadline: config.body_read_timeout,
-            retry_after: config.overload_retry_after,
-        },
+        BodyLimits::ingest(&shared.state.config),
     )
     .await?;
 
+    let ingested = ingest_traces(shared, body, content_encoding, encoding.ingest()).await?;
+    let body = encode_traces_response(
+        encoding.ingest(),
+        ingested.rejected,
+        ingested.rejection_message.as_deref(),
+    );
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(encoding.content_type()),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// What became of an export request that was acknowledged.
+#[derive(Debug)]
+pub(crate) struct Ingested {
+    /// Spans left out as invalid (the answer's partial success).
+    pub rejected: usize,
+    /// Why, for the partial success's `error_message`.
+    pub rejection_message: Option<String>,
+}
+
+/// The receivers' common part (OTLP/HTTP and OTLP/gRPC): decompresses and decodes
+/// `body` (on the blocking pool unless small), refuses a request whose every span
+/// is invalid, and otherwise writes the valid spans, logging the request in the
+/// WAL. When this returns `Ok`, the spans are durable and visible.
+pub(crate) async fn ingest_traces(
+    shared: &Shared,
+    body: Bytes,
+    content_encoding: Option<String>,
+    encoding: OtlpEncoding,
+) -> Result<Ingested, ApiError> {
     let is_identity = content_encoding
         .as_deref()
         .is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));
     let inline = is_identity && body.len() <= INLINE_DECODE_BYTES;
-    let max_decompressed = config.max_decompressed_bytes;
+    let max_decompressed = shared.state.config.max_decompressed_bytes;
     let decode = move || {
         decode(
             &body,
@@ -180,8 +203,8 @@ async fn ingest(
         wal_record,
     ) = decoded;
     if accepted == 0 && rejected > 0 {
-        // Nothing to keep: the request as a whole is invalid (OTLP: 400, not a
-        // partial success).
+        // Nothing to keep: the request as a whole is invalid (OTLP: 400 /
+        // INVALID_ARGUMENT, not a partial success).
         let reasons = rejection_message.as_deref().unwrap_or("invalid spans");
         return Err(ApiError::bad_request(format!(
             "every span was rejected ({rejected}): {reasons}"
@@ -199,18 +222,10 @@ async fn ingest(
         }
     }
     tracing::debug!(accepted, rejected, "OTLP traces ingested");
-
-    let rejection_message: Option<&str> = rejection_message.as_deref();
-    let body = encode_traces_response(encoding.ingest(), rejected, rejection_message);
-    Ok((
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(encoding.content_type()),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(Ingested {
+        rejected,
+        rejection_message,
+    })
 }
 
 /// Decodes the request; also returns its WAL record (see [`OtlpWalDecoder`]).
@@ -218,19 +233,16 @@ fn decode(
     body: &Bytes,
     content_encoding: Option<&str>,
     max_decompressed: usize,
-    encoding: Encoding,
+    encoding: OtlpEncoding,
 ) -> Result<(DecodedSpans, Option<Vec<Bytes>>), IngestError> {
     let raw = decompress(body, content_encoding, max_decompressed)?;
-    let decoded = decode_otlp_traces(&raw, encoding.ingest(), DEFAULT_PROJECT)?;
+    let decoded = decode_otlp_traces(&raw, encoding, DEFAULT_PROJECT)?;
     // An uncompressed request is logged from the body itself, without a copy.
     let raw = match raw {
         Cow::Borrowed(_) => body.clone(),
         Cow::Owned(inflated) => Bytes::from(inflated),
     };
-    Ok((
-        decoded,
-        encode_wal_record(encoding.ingest(), DEFAULT_PROJECT, raw),
-    ))
+    Ok((decoded, encode_wal_record(encoding, DEFAULT_PROJECT, raw)))
 }
 
 /// WAL record kind of an OTLP trace export request.

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use common::*;
 use lighttrace_server::ServerConfig;
@@ -365,21 +365,11 @@ async fn deeply_nested_attributes_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_buffers_answer_503_with_retry_after() {
-    let app = TestApp::with(
-        |storage| {
-            storage.buffer_max_bytes = 64 * 1024;
-            storage.flush_partition_bytes = usize::MAX / 2;
-        },
-        ServerConfig::default(),
-    )
-    .await;
+    let app = TestApp::with_small_buffers().await;
     let mut overloaded = None;
     for round in 0..200u32 {
-        let spans = (0..100u8)
-            .map(|i| span(round as u8 + 1, i + 1, None, &"x".repeat(200), u64::from(i)))
-            .collect();
         let reply = app
-            .post_traces(PROTOBUF, None, protobuf(&request("svc", spans)))
+            .post_traces(PROTOBUF, None, protobuf(&bulky_request(round)))
             .await;
         if reply.status == StatusCode::SERVICE_UNAVAILABLE {
             overloaded = Some(reply);
@@ -399,19 +389,7 @@ async fn too_many_requests_in_flight_answer_503_at_once() {
         ..ServerConfig::default()
     };
     let app = TestApp::with(|_| {}, config).await;
-    let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
-    sender
-        .unbounded_send(Ok(Bytes::from_static(b"\x0a")))
-        .unwrap();
-    let slow = Request::post("/v1/traces")
-        .header(header::CONTENT_TYPE, PROTOBUF)
-        .body(Body::from_stream(receiver))
-        .unwrap();
-    let router = app.router.clone();
-    let first = tokio::spawn(async move {
-        use tower::ServiceExt;
-        router.oneshot(slow).await.unwrap().status()
-    });
+    let (sender, first) = app.hold_an_ingest_permit();
     // Wait until the first request holds its permit.
     let mut second = None;
     for _ in 0..100 {

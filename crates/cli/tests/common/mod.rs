@@ -493,6 +493,7 @@ impl TestServerBuilder {
             logs,
             child: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             starts: 0,
             agent: http_agent(),
         };
@@ -509,6 +510,7 @@ pub struct TestServer {
     logs: TempDir,
     child: Option<Child>,
     http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
     starts: usize,
     agent: ureq::Agent,
 }
@@ -526,6 +528,11 @@ impl TestServer {
     /// `http://127.0.0.1:PORT`, the `--http` address.
     pub fn url(&self) -> String {
         format!("http://{}", self.http_addr)
+    }
+
+    /// `127.0.0.1:PORT`, the `--grpc` address (OTLP/gRPC).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -615,6 +622,7 @@ impl TestServer {
             .unwrap_or_else(|err| panic!("spawn {LIGHTTRACE}: {err}"));
         self.child = Some(child);
         self.http_addr = http_addr;
+        self.grpc_addr = grpc_addr;
         self.agent = http_agent();
 
         let health = format!("{}/health", self.url());

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use bytes::Bytes;
 use lighttrace_query::{QueryConfig, QueryEngine};
-use lighttrace_server::{AppState, ServerConfig, app};
+use lighttrace_server::{AppState, ServerConfig, TraceGrpcService, endpoints, serve_grpc};
 use lighttrace_storage::{Lake, StorageConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -27,6 +27,8 @@ pub const BASE_NS: u64 = 1_714_564_800_000_000_000;
 
 pub struct TestApp {
     pub router: Router,
+    /// Shares the router's ingest permits; see [`TestApp::grpc_url`].
+    pub grpc: TraceGrpcService,
     pub lake: Arc<Lake>,
     pub query: Arc<QueryEngine>,
     pub dir: tempfile::TempDir,
@@ -93,17 +95,70 @@ impl TestApp {
             )
             .expect("query engine"),
         );
-        let router = app(AppState {
+        let endpoints = endpoints(AppState {
             lake: lake.clone(),
             query: query.clone(),
             config,
         });
         TestApp {
-            router,
+            router: endpoints.http,
+            grpc: endpoints.grpc,
             lake,
             query,
             dir,
         }
+    }
+
+    /// Serves [`TestApp::grpc`] on an ephemeral port of 127.0.0.1 until the test's
+    /// runtime ends; returns its `http://` URL for a tonic client.
+    pub async fn grpc_url(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(serve_grpc(
+            listener,
+            self.grpc.clone(),
+            std::future::pending(),
+        ));
+        format!("http://{addr}")
+    }
+
+    /// A lake whose buffers hold 64 KiB and never flush by size: a few
+    /// [`bulky_request`]s fill it up.
+    pub async fn with_small_buffers() -> Self {
+        Self::with(
+            |storage| {
+                storage.buffer_max_bytes = 64 * 1024;
+                storage.flush_partition_bytes = usize::MAX / 2;
+            },
+            ServerConfig::default(),
+        )
+        .await
+    }
+
+    /// Starts a `POST /v1/traces` whose body never ends, so it holds an ingest
+    /// permit until the returned sender is dropped; the task answers its status
+    /// then (400: the body is truncated).
+    pub fn hold_an_ingest_permit(
+        &self,
+    ) -> (
+        futures::channel::mpsc::UnboundedSender<Result<Bytes, std::io::Error>>,
+        tokio::task::JoinHandle<StatusCode>,
+    ) {
+        let (sender, receiver) =
+            futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
+        sender
+            .unbounded_send(Ok(Bytes::from_static(b"\x0a")))
+            .expect("send");
+        let slow = Request::post("/v1/traces")
+            .header(header::CONTENT_TYPE, PROTOBUF)
+            .body(Body::from_stream(receiver))
+            .expect("request");
+        let router = self.router.clone();
+        let task =
+            tokio::spawn(async move { router.oneshot(slow).await.expect("infallible").status() });
+        (sender, task)
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
@@ -201,6 +256,14 @@ pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
             ..Default::default()
         }],
     }
+}
+
+/// 100 spans of trace `round + 1` with long names, about 30 KiB of Arrow data.
+pub fn bulky_request(round: u32) -> ExportTraceServiceRequest {
+    let spans = (0..100u8)
+        .map(|i| span(round as u8 + 1, i + 1, None, &"x".repeat(200), u64::from(i)))
+        .collect();
+    request("svc", spans)
 }
 
 pub fn protobuf(request: &ExportTraceServiceRequest) -> Vec<u8> {
