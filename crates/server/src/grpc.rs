@@ -35,6 +35,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response};
 use bytes::{Buf, Bytes};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use lighttrace_ingest::{OtlpEncoding, traces_response};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -87,7 +88,18 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let shared = self.shared.clone();
-        Box::pin(async move { Ok(export(shared, request).await) })
+        Box::pin(async move {
+            // A panic answers INTERNAL, as the HTTP routes answer 500, instead of
+            // resetting the connection.
+            let answer = std::panic::AssertUnwindSafe(export(shared, request))
+                .catch_unwind()
+                .await;
+            Ok(answer.unwrap_or_else(|panic| {
+                let detail = crate::panic_message(panic.as_ref());
+                tracing::error!(panic = detail, "OTLP/gRPC handler panicked");
+                Status::internal(format!("request handler panicked: {detail}")).into_http()
+            }))
+        })
     }
 }
 

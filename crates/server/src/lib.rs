@@ -266,10 +266,14 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let detail = panic
+    ApiError::internal("request handler panicked", panic_message(panic.as_ref())).into_response()
+}
+
+/// The message a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
-    ApiError::internal("request handler panicked", detail).into_response()
+        .unwrap_or("(no message)")
 }

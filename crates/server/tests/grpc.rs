@@ -283,3 +283,37 @@ async fn too_many_requests_in_flight_answer_unavailable_at_once() {
         .await
         .expect("the permit is free again");
 }
+
+/// A panic while handling a call answers INTERNAL (as HTTP answers 500) instead
+/// of resetting the connection, and the service keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_call_answers_internal() {
+    let app = TestApp::new().await;
+    let body = Body::from_stream(futures::stream::once(async {
+        if true {
+            panic!("the request body broke");
+        }
+        Ok::<_, std::io::Error>(bytes::Bytes::new())
+    }));
+    let request = Request::post("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .body(body)
+        .expect("request");
+    let response = tower::ServiceExt::oneshot(app.grpc.clone(), request)
+        .await
+        .expect("an answer");
+    let status = tonic::Status::from_header_map(response.headers())
+        .unwrap_or_else(|| panic!("no grpc-status in {:?}", response.headers()));
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(
+        status.message().contains("the request body broke"),
+        "{status:?}"
+    );
+
+    let url = app.grpc_url().await;
+    client(&url)
+        .await
+        .export(ExportTraceServiceRequest::default())
+        .await
+        .expect("the service still answers");
+}
