@@ -31,7 +31,7 @@ use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
 use lighttrace_model::columns;
-use lighttrace_storage::layout::binary_to_hex;
+use lighttrace_storage::layout::{binary_to_hex, decode_lower_hex};
 
 /// Creates a [`SpansFileAdapter`] per file.
 #[derive(Debug, Default)]
@@ -188,11 +188,8 @@ fn hex_literal(expr: &Arc<dyn PhysicalExpr>, width: i32) -> Option<Arc<dyn Physi
         | ScalarValue::LargeUtf8(Some(s)) => s,
         _ => return None,
     };
-    let len = usize::try_from(width).ok()?;
-    if text.len() != len * 2 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    let bytes = hex::decode(text).ok()?;
+    let mut bytes = vec![0u8; usize::try_from(width).ok()?];
+    decode_lower_hex(text.as_bytes(), &mut bytes)?;
     Some(Arc::new(Literal::new(ScalarValue::FixedSizeBinary(
         width,
         Some(bytes),

@@ -23,6 +23,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 use lighttrace_model::{NANOS_PER_HOUR, columns};
+use lighttrace_storage::layout::decode_lower_hex;
 use lighttrace_storage::{BufferedPartition, FileEntry, PartitionKey};
 
 use crate::ProjectScope;
@@ -165,23 +166,9 @@ fn intersect<T: Ord>(current: &mut Option<BTreeSet<T>>, values: BTreeSet<T>) {
 
 /// 32 lowercase hex characters, as stored; anything else matches no span.
 pub(crate) fn parse_trace_id(text: &str) -> Option<[u8; 16]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 32 {
-        return None;
-    }
     let mut id = [0u8; 16];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        id[i] = (lower_hex_digit(pair[0])? << 4) | lower_hex_digit(pair[1])?;
-    }
+    decode_lower_hex(text.as_bytes(), &mut id)?;
     Some(id)
-}
-
-fn lower_hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    }
 }
 
 /// Why a file or buffered partition was skipped; shown by `EXPLAIN`.

@@ -25,7 +25,7 @@ use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::config::{ParquetOptions, SortOrder};
 use crate::error::{Result, StorageError};
-use crate::layout::{LAYOUT_METADATA_KEY, file_schema, to_file_batch};
+use crate::layout::{LAYOUT_METADATA_KEY, decode_lower_hex, file_schema, to_file_batch};
 use crate::trace_filter::TraceIdFilter;
 
 /// A Parquet file image and what the catalog records about it.
@@ -213,7 +213,7 @@ fn encode_with(batches: &[RecordBatch], options: &ParquetOptions) -> Result<Opti
         } else if let Some(text) = trace_ids.and_then(|c| c.as_string_opt::<i32>()) {
             let mut id = [0u8; 16];
             for value in text.iter().flatten() {
-                if hex::decode_to_slice(value, &mut id).is_ok() {
+                if decode_lower_hex(value.as_bytes(), &mut id).is_some() {
                     distinct.insert(id);
                 }
             }

@@ -161,7 +161,9 @@ fn hex_to_binary(text: &StringArray, width: i32) -> Option<FixedSizeBinaryArray>
     FixedSizeBinaryArray::try_new(width, Buffer::from(bytes), text.nulls().cloned()).ok()
 }
 
-fn decode_lower_hex(hex: &[u8], out: &mut [u8]) -> Option<()> {
+/// `hex` decoded into `out` if it is exactly `out.len()` bytes in lowercase hex,
+/// the one spelling ids are stored in; `None` for anything else.
+pub fn decode_lower_hex(hex: &[u8], out: &mut [u8]) -> Option<()> {
     /// Value of each lowercase hex digit; 0xff for every other byte.
     const NIBBLE: [u8; 256] = {
         let mut table = [0xffu8; 256];
