@@ -95,11 +95,13 @@ mod attributes;
 mod compression;
 mod otlp;
 mod protobuf;
+mod zipkin;
 
 pub use compression::decompress;
 #[doc(hidden)]
 pub use otlp::decode_otlp_protobuf_with_prost;
 pub use otlp::{decode_otlp_traces, encode_traces_response, traces_response};
+pub use zipkin::{ZipkinEncoding, decode_zipkin_spans};
 
 /// The wire encoding of an OTLP/HTTP request (and of its response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
