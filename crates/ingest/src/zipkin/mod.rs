@@ -284,7 +284,7 @@ fn parse_parent(id: Option<&Id<'_>>) -> Result<Option<[u8; 8]>, Rejection> {
     match id {
         None => Ok(None),
         Some(Id::Hex(text)) if text.0.is_empty() => Ok(None),
-        Some(Id::Bytes(bytes)) if bytes.is_empty() => Ok(None),
+        Some(Id::Bytes([])) => Ok(None),
         Some(id) => match parse_id::<8>(id, "parentId") {
             Ok(parent) => Ok(Some(parent)),
             Err(Rejection::ZeroId(_)) => Ok(None),
