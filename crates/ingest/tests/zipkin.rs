@@ -708,3 +708,35 @@ fn malformed_protobuf_is_refused() {
     let empty = decode_zipkin_spans(b"", ZipkinEncoding::Protobuf, "p").unwrap();
     assert_eq!((empty.accepted, empty.rejected), (0, 0));
 }
+
+/// The fuzzers' seeds are valid requests (so the fuzzers start from spans that
+/// are accepted, not from errors).
+#[test]
+fn fuzz_seeds_decode() {
+    let decoded = decode_zipkin_spans(
+        include_bytes!("../../../fuzz/seeds/zipkin_protobuf/two_spans.pb"),
+        ZipkinEncoding::Protobuf,
+        "p",
+    )
+    .unwrap();
+    assert_eq!((decoded.accepted, decoded.rejected), (2, 0));
+    assert_eq!(
+        map(&decoded.batch, "attributes", 0),
+        strings(&[
+            ("http.method", "GET"),
+            ("network.local.address", "10.0.0.1"),
+            ("network.local.port", "8080"),
+            ("peer.service", "cart"),
+            ("network.peer.address", "2001:db8::1"),
+            ("zipkin.debug", "true"),
+            ("zipkin.shared", "false"),
+        ])
+    );
+    for seed in [
+        &include_bytes!("../../../fuzz/seeds/zipkin_json/otel_exporter.json")[..],
+        &include_bytes!("../../../fuzz/seeds/zipkin_json/minimal.json")[..],
+    ] {
+        let decoded = decode_zipkin_spans(seed, ZipkinEncoding::Json, "p").unwrap();
+        assert!(decoded.accepted > 0 && decoded.rejected == 0);
+    }
+}
