@@ -740,3 +740,56 @@ fn fuzz_seeds_decode() {
         assert!(decoded.accepted > 0 && decoded.rejected == 0);
     }
 }
+
+/// A body recorded from the OpenTelemetry Python SDK 1.45.2 with its Zipkin
+/// protobuf exporter (`opentelemetry-exporter-zipkin-proto-http` 1.45.1, which
+/// needs protobuf 3.x and so cannot share the end-to-end tests' venv): a server
+/// span `root` and its internal child `child` with an error status and an
+/// event `retry {n: 2}`, local endpoint 10.1.2.3:9000. The server answered 202.
+#[test]
+fn a_body_from_the_otel_python_zipkin_protobuf_exporter_decodes() {
+    let decoded = decode_zipkin_spans(
+        include_bytes!("fixtures/zipkin_otel_python_proto_http_1.45.1.pb"),
+        ZipkinEncoding::Protobuf,
+        "p",
+    )
+    .unwrap();
+    assert_eq!((decoded.accepted, decoded.rejected), (2, 0));
+    let batch = &decoded.batch;
+    let (child, root) = (0, 1);
+    for row in [child, root] {
+        assert_eq!(
+            text(batch, "trace_id", row).as_deref(),
+            Some("7c4becb9718450b486234418f31113ef")
+        );
+        assert_eq!(
+            text(batch, "service_name", row).as_deref(),
+            Some("proto-svc")
+        );
+        assert_eq!(text(batch, "scope_name", row).as_deref(), Some("proto.e2e"));
+        let attributes = map(batch, "attributes", row);
+        assert_eq!(attributes["network.local.address"], "10.1.2.3");
+        assert_eq!(attributes["network.local.port"], "9000");
+    }
+    assert_eq!(text(batch, "name", root).as_deref(), Some("root"));
+    assert_eq!(text(batch, "kind", root).as_deref(), Some("server"));
+    assert_eq!(text(batch, "parent_span_id", root), None);
+    assert_eq!(text(batch, "name", child).as_deref(), Some("child"));
+    assert_eq!(text(batch, "kind", child).as_deref(), Some("internal"));
+    assert_eq!(
+        text(batch, "parent_span_id", child),
+        text(batch, "span_id", root)
+    );
+    assert_eq!(text(batch, "status_code", child).as_deref(), Some("error"));
+    assert_eq!(
+        text(batch, "status_message", child).as_deref(),
+        Some("boom")
+    );
+    let events = events(batch, child);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1, "retry");
+    assert_eq!(events[0].2, strings(&[("n", "2")]));
+    assert_eq!(events[0].3, strings(&[("n", "int")]));
+    assert!(int(batch, "start_time", child) >= int(batch, "start_time", root));
+    assert!(int(batch, "end_time", child) <= int(batch, "end_time", root));
+}
