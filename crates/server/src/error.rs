@@ -23,8 +23,9 @@
 //! as "the request was not sent in time" and silently resend it, which would run
 //! the expensive query again.
 //!
-//! The body format depends on the endpoint: the SQL API answers `{"error": "…"}`,
-//! the OTLP receiver answers a `google.rpc.Status` in the request's encoding.
+//! The body format depends on the endpoint: the SQL API and the Zipkin receiver
+//! answer `{"error": "…"}`, the OTLP receiver answers a `google.rpc.Status` in
+//! the request's encoding.
 //! OTLP/gRPC answers the gRPC status of the third column (`From<ApiError> for
 //! tonic::Status`): `RESOURCE_EXHAUSTED` carries no `RetryInfo`, so OTLP clients
 //! do not retry a request that is too large; `UNAVAILABLE` always carries one,
