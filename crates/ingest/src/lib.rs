@@ -170,11 +170,15 @@
 
 mod attributes;
 mod compression;
+mod logs;
 mod otlp;
 mod protobuf;
 mod zipkin;
 
 pub use compression::decompress;
+#[doc(hidden)]
+pub use logs::decode_otlp_logs_protobuf_with_prost;
+pub use logs::{decode_otlp_logs, encode_logs_response, logs_response};
 #[doc(hidden)]
 pub use otlp::decode_otlp_protobuf_with_prost;
 pub use otlp::{decode_otlp_traces, encode_traces_response, traces_response};
@@ -201,6 +205,21 @@ pub struct DecodedSpans {
     /// Why spans were rejected, for the OTLP partial-success `error_message`;
     /// `None` when nothing was rejected. Lists the first few reasons only, so
     /// its length stays bounded whatever the request holds.
+    pub rejection_message: Option<String>,
+}
+
+/// The log records of one export request, ready for the WAL.
+#[derive(Debug, Clone)]
+pub struct DecodedLogs {
+    /// The accepted log records; the schema is [`lighttrace_model::logs_schema`].
+    pub batch: arrow::array::RecordBatch,
+    /// Log records in `batch`.
+    pub accepted: usize,
+    /// Log records dropped by validation (trace or span ids of a wrong length).
+    pub rejected: usize,
+    /// Why log records were rejected, for the OTLP partial-success
+    /// `error_message`; `None` when nothing was rejected. Lists the first few
+    /// reasons only.
     pub rejection_message: Option<String>,
 }
 
