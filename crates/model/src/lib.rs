@@ -117,6 +117,7 @@ mod builder;
 mod ids;
 mod log_builder;
 mod schema;
+mod tables;
 mod text_columns;
 
 pub use builder::{
@@ -129,6 +130,7 @@ pub use schema::{
     Source, SpanKind, StatusCode, attribute_map_type, columns, events_type, links_type,
     log_columns, logs_schema, spans_schema,
 };
+pub use tables::{error_columns, errors_schema, log_columns, logs_schema};
 
 /// Nanoseconds in one hour; partitions and folders are per UTC hour.
 pub const NANOS_PER_HOUR: i64 = 3_600_000_000_000;

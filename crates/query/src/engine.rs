@@ -14,11 +14,11 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
-use lighttrace_storage::Lake;
+use lighttrace_storage::{Lake, Table};
 use object_store::ObjectStore;
 use url::Url;
 
-use crate::provider::{LAKE_OBJECT_STORE_URL, SpansTableProvider};
+use crate::provider::{LAKE_OBJECT_STORE_URL, LakeTableProvider};
 use crate::{ProjectScope, QueryConfig, QueryError, QueryOutput, sandbox};
 
 /// The name users query.
@@ -176,15 +176,21 @@ impl PreparedQuery {
         // URL tables (`SELECT * FROM 'file.parquet'`) stay off: never call
         // `enable_url_table` here.
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_table(
-            SPANS_TABLE,
-            // One snapshot for the whole query: every scan of `spans` in it
-            // (self-joins, subqueries) sees the same spans.
-            Arc::new(SpansTableProvider::pinned(
-                Arc::clone(&self.lake),
-                self.scope.clone(),
-            )),
-        )?;
+        // One snapshot for the whole query: every scan in it (self-joins,
+        // subqueries, a trace's spans joined with its logs and errors) sees
+        // the same rows.
+        let snapshot = Arc::new(self.lake.snapshot());
+        for table in Table::ALL {
+            ctx.register_table(
+                table.name(),
+                Arc::new(LakeTableProvider::of_snapshot(
+                    table,
+                    Arc::clone(&self.lake),
+                    Arc::clone(&snapshot),
+                    self.scope.clone(),
+                )),
+            )?;
+        }
         Ok(ctx)
     }
 }

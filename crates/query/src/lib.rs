@@ -70,7 +70,7 @@ use arrow::error::ArrowError;
 pub use engine::{QueryEngine, SPANS_TABLE};
 pub use error::QueryError;
 pub use exec::SpansScanExec;
-pub use provider::{LAKE_OBJECT_STORE_URL, SpansTableProvider};
+pub use provider::{LAKE_OBJECT_STORE_URL, LakeTableProvider, SpansTableProvider};
 pub use pruning::PruningStats;
 
 /// Limits of the [`QueryEngine`]; the defaults suit a laptop.

@@ -1,4 +1,5 @@
-//! [`SpansTableProvider`]: the `spans` table = buffered batches ∪ pruned Parquet files.
+//! [`LakeTableProvider`]: a table of the lake (`spans`, `logs`, `errors`) =
+//! buffered batches ∪ pruned Parquet files.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
-use lighttrace_model::{columns, spans_schema};
-use lighttrace_storage::{BufferedPartition, FileEntry, Lake, LakeSnapshot};
+use lighttrace_model::columns;
+use lighttrace_storage::{BufferedPartition, FileEntry, Lake, LakeSnapshot, Table};
 
 use crate::ProjectScope;
 use crate::exec::SpansScanExec;
@@ -34,9 +35,12 @@ use crate::pruning::{PruningStats, ScanConstraints};
 /// `RuntimeEnv`; [`FileEntry::path`] is relative to it.
 pub const LAKE_OBJECT_STORE_URL: &str = "lighttrace://lake/";
 
-/// The `spans` table of one [`ProjectScope`].
+/// The `spans` table's provider (the lake's main table).
+pub type SpansTableProvider = LakeTableProvider;
+
+/// One table of the lake, for one [`ProjectScope`].
 ///
-/// Each scan reads one [`Lake::snapshot`], so every acknowledged span is read
+/// Each scan reads one [`Lake::snapshot`], so every acknowledged row is read
 /// exactly once (from its buffer or from its file), also while a flush commits.
 /// [`new`](Self::new) takes a fresh snapshot per scan (for a long-lived
 /// registration); [`pinned`](Self::pinned) takes one when it is created, so that
@@ -48,16 +52,18 @@ pub const LAKE_OBJECT_STORE_URL: &str = "lighttrace://lake/";
 /// [`ProjectScope::Project`], other projects' files and buffers are never read
 /// (nor counted in `EXPLAIN`), and every row read is filtered by `project` once
 /// more.
-pub struct SpansTableProvider {
+pub struct LakeTableProvider {
+    table: Table,
     lake: Arc<Lake>,
     scope: ProjectScope,
     pinned: Option<Arc<LakeSnapshot>>,
     schema: SchemaRef,
 }
 
-impl fmt::Debug for SpansTableProvider {
+impl fmt::Debug for LakeTableProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpansTableProvider")
+        f.debug_struct("LakeTableProvider")
+            .field("table", &self.table)
             .field("scope", &self.scope)
             .field(
                 "pinned_catalog_version",
@@ -67,23 +73,40 @@ impl fmt::Debug for SpansTableProvider {
     }
 }
 
-impl SpansTableProvider {
-    /// A table that reads a fresh snapshot in every scan.
+impl LakeTableProvider {
+    /// The `spans` table, reading a fresh snapshot in every scan.
     pub fn new(lake: Arc<Lake>, scope: ProjectScope) -> Self {
-        SpansTableProvider {
+        Self::of_table(Table::Spans, lake, scope)
+    }
+
+    /// The `spans` table, reading the snapshot taken now in every scan.
+    pub fn pinned(lake: Arc<Lake>, scope: ProjectScope) -> Self {
+        let snapshot = Arc::new(lake.snapshot());
+        Self::of_snapshot(Table::Spans, lake, snapshot, scope)
+    }
+
+    /// `table`, reading a fresh snapshot in every scan.
+    pub fn of_table(table: Table, lake: Arc<Lake>, scope: ProjectScope) -> Self {
+        LakeTableProvider {
+            table,
             lake,
             scope,
             pinned: None,
-            schema: spans_schema(),
+            schema: table.schema(),
         }
     }
 
-    /// A table that reads the snapshot taken now in every scan.
-    pub fn pinned(lake: Arc<Lake>, scope: ProjectScope) -> Self {
-        let snapshot = Arc::new(lake.snapshot());
-        SpansTableProvider {
+    /// `table`, reading `snapshot` in every scan (one snapshot for every table
+    /// of a query keeps them consistent with each other).
+    pub fn of_snapshot(
+        table: Table,
+        lake: Arc<Lake>,
+        snapshot: Arc<LakeSnapshot>,
+        scope: ProjectScope,
+    ) -> Self {
+        LakeTableProvider {
             pinned: Some(snapshot),
-            ..SpansTableProvider::new(lake, scope)
+            ..Self::of_table(table, lake, scope)
         }
     }
 
@@ -138,12 +161,15 @@ impl SpansTableProvider {
             .with_table_parquet_options(options)
             .with_parquet_file_reader_factory(Arc::new(reader_factory));
         let target = state.config().target_partitions().max(1);
-        let config = FileScanConfigBuilder::new(url, Arc::new(source))
+        let mut config = FileScanConfigBuilder::new(url, Arc::new(source))
             .with_file_groups(group_files(files, target))
             .with_projection_indices(projection)?
-            .with_limit(limit)
-            .with_expr_adapter(Some(Arc::new(SpansFileAdapterFactory)))
-            .build();
+            .with_limit(limit);
+        if self.table == Table::Spans {
+            // Span files are stored in the compact layout (crate::layout).
+            config = config.with_expr_adapter(Some(Arc::new(SpansFileAdapterFactory)));
+        }
+        let config = config.build();
         Ok(DataSourceExec::from_data_source(config))
     }
 
@@ -161,7 +187,7 @@ impl SpansTableProvider {
             .flat_map(|b| b.batches.iter())
             .filter(|batch| batch.num_rows() > 0)
             .map(|batch| {
-                // Buffers hold batches of the spans schema; field metadata may
+                // Buffers hold batches of the table's schema; field metadata may
                 // differ, which the memory source would reject.
                 if batch.schema() == self.schema {
                     Ok(batch.clone())
@@ -227,7 +253,7 @@ fn partitioned_file(file: &FileEntry) -> PartitionedFile {
 }
 
 #[async_trait]
-impl TableProvider for SpansTableProvider {
+impl TableProvider for LakeTableProvider {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -255,13 +281,14 @@ impl TableProvider for SpansTableProvider {
             Some(pinned) => Arc::clone(pinned),
             None => Arc::new(self.lake.snapshot()),
         };
-        let constraints = ScanConstraints::new(filters, &self.scope);
+        let constraints =
+            ScanConstraints::with_time_column(filters, &self.scope, self.table.time_column());
         let scoped = self.scoped_project();
         let in_scope = |project: &str| scoped.is_none_or(|p| p == project);
 
         let mut pruning = PruningStats::default();
         let mut files = Vec::new();
-        for file in &snapshot.files {
+        for file in snapshot.files_of(self.table) {
             if !in_scope(&file.partition.project) {
                 continue;
             }
@@ -272,7 +299,7 @@ impl TableProvider for SpansTableProvider {
             }
         }
         let mut buffered = Vec::new();
-        for partition in &snapshot.buffered {
+        for partition in snapshot.buffered_of(self.table) {
             if !in_scope(&partition.key.project) {
                 continue;
             }

@@ -57,14 +57,22 @@ enum Column {
 
 impl ScanConstraints {
     /// The constraints implied by the conjunction of `filters` and the scope.
+    /// The constraints of a `spans` scan.
+    #[cfg(test)]
     pub fn new(filters: &[Expr], scope: &ProjectScope) -> Self {
+        Self::with_time_column(filters, scope, columns::START_TIME)
+    }
+
+    /// The constraints of a scan of a table whose time column (the one its
+    /// partitions and files are bounded by) is `time_column`.
+    pub fn with_time_column(filters: &[Expr], scope: &ProjectScope, time_column: &str) -> Self {
         let mut constraints = ScanConstraints::default();
         if let ProjectScope::Project(project) = scope {
             constraints.projects = Some(BTreeSet::from([project.clone()]));
         }
         for filter in filters {
             for conjunct in split_conjunction(filter) {
-                match derive(conjunct) {
+                match derive(conjunct, time_column) {
                     Some(Derived::Values(column, values)) => constraints.add_values(column, values),
                     Some(Derived::StartRange(min, max)) => constraints.add_start_range(min, max),
                     None => {}
@@ -222,21 +230,21 @@ impl fmt::Display for PruningStats {
 }
 
 /// The constraint one conjunct implies, if it is of a form the lake can use.
-fn derive(expr: &Expr) -> Option<Derived> {
+fn derive(expr: &Expr, time_column: &str) -> Option<Derived> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
             // Each side of an AND holds on its own; when both say something
             // about the same column, both hold.
-            Operator::And => match (derive(left), derive(right)) {
+            Operator::And => match (derive(left, time_column), derive(right, time_column)) {
                 (Some(l), Some(r)) => Some(both(l, r)),
                 (l, r) => l.or(r),
             },
             // An OR only says something when both sides constrain the same
             // column: `a = 'x' OR a = 'y'` is `a IN ('x', 'y')`, and two time
             // ranges give the range that covers both.
-            Operator::Or => either(derive(left)?, derive(right)?),
-            _ => derive_comparison(left, *op, right)
-                .or_else(|| derive_comparison(right, op.swap()?, left)),
+            Operator::Or => either(derive(left, time_column)?, derive(right, time_column)?),
+            _ => derive_comparison(left, *op, right, time_column)
+                .or_else(|| derive_comparison(right, op.swap()?, left, time_column)),
         },
         Expr::InList(in_list) if !in_list.negated => {
             let column = string_column(&in_list.expr)?;
@@ -254,7 +262,7 @@ fn derive(expr: &Expr) -> Option<Derived> {
             negated: false,
             low,
             high,
-        }) if is_start_time(expr) => Some(Derived::StartRange(
+        }) if is_time(expr, time_column) => Some(Derived::StartRange(
             Some(timestamp_literal_ns(low)?),
             Some(timestamp_literal_ns(high)?),
         )),
@@ -297,7 +305,12 @@ fn either(l: Derived, r: Derived) -> Option<Derived> {
 }
 
 /// `column <op> literal`.
-fn derive_comparison(column: &Expr, op: Operator, literal: &Expr) -> Option<Derived> {
+fn derive_comparison(
+    column: &Expr,
+    op: Operator,
+    literal: &Expr,
+    time_column: &str,
+) -> Option<Derived> {
     if let Some(column) = string_column(column) {
         if op != Operator::Eq {
             return None;
@@ -308,7 +321,7 @@ fn derive_comparison(column: &Expr, op: Operator, literal: &Expr) -> Option<Deri
         };
         return Some(Derived::Values(column, values));
     }
-    if is_start_time(column) {
+    if is_time(column, time_column) {
         let t = timestamp_literal_ns(literal)?;
         let (min, max) = match op {
             Operator::Eq => (Some(t), Some(t)),
@@ -364,8 +377,8 @@ fn string_column(expr: &Expr) -> Option<Column> {
     }
 }
 
-fn is_start_time(expr: &Expr) -> bool {
-    column_name(expr) == Some(columns::START_TIME)
+fn is_time(expr: &Expr, time_column: &str) -> bool {
+    column_name(expr) == Some(time_column)
 }
 
 /// `Some(Some(text))` for a string literal, `Some(None)` for a NULL literal.

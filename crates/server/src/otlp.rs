@@ -177,7 +177,7 @@ fn wal_encoding_byte(encoding: OtlpEncoding) -> u8 {
 pub struct OtlpWalDecoder;
 
 impl WalRecordDecoder for OtlpWalDecoder {
-    fn decode(&self, kind: u8, body: &[u8]) -> Result<RecordBatch, String> {
+    fn decode(&self, kind: u8, body: &[u8]) -> Result<Vec<RecordBatch>, String> {
         if kind != OTLP_TRACES_WAL_KIND {
             return Err(format!("unknown WAL record kind {kind}"));
         }
@@ -188,7 +188,7 @@ impl WalRecordDecoder for OtlpWalDecoder {
             other => return Err(format!("unknown OTLP encoding {other} in WAL record")),
         };
         decode_otlp_traces(request, encoding, project)
-            .map(|decoded| decoded.batch)
+            .map(|decoded| vec![decoded.batch])
             .map_err(|e| e.to_string())
     }
 }
@@ -223,7 +223,7 @@ mod tests {
         let replayed = OtlpWalDecoder
             .decode(OTLP_TRACES_WAL_KIND, &record)
             .unwrap();
-        assert_eq!(replayed, direct);
+        assert_eq!(replayed, vec![direct]);
         assert!(OtlpWalDecoder.decode(1, &record).is_err());
         assert!(
             OtlpWalDecoder

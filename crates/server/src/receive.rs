@@ -183,7 +183,7 @@ pub(crate) fn decode_request_record<'b>(
 pub struct ReceiverWalDecoder;
 
 impl WalRecordDecoder for ReceiverWalDecoder {
-    fn decode(&self, kind: u8, body: &[u8]) -> Result<RecordBatch, String> {
+    fn decode(&self, kind: u8, body: &[u8]) -> Result<Vec<RecordBatch>, String> {
         match kind {
             OTLP_TRACES_WAL_KIND => OtlpWalDecoder.decode(kind, body),
             ZIPKIN_WAL_KIND => ZipkinWalDecoder.decode(kind, body),

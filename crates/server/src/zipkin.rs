@@ -124,7 +124,7 @@ async fn receive(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Res
 pub struct ZipkinWalDecoder;
 
 impl WalRecordDecoder for ZipkinWalDecoder {
-    fn decode(&self, kind: u8, body: &[u8]) -> Result<RecordBatch, String> {
+    fn decode(&self, kind: u8, body: &[u8]) -> Result<Vec<RecordBatch>, String> {
         if kind != ZIPKIN_WAL_KIND {
             return Err(format!("unknown WAL record kind {kind}"));
         }
@@ -135,7 +135,7 @@ impl WalRecordDecoder for ZipkinWalDecoder {
             other => return Err(format!("unknown Zipkin encoding {other} in WAL record")),
         };
         decode_zipkin_spans(request, encoding, project)
-            .map(|decoded| decoded.batch)
+            .map(|decoded| vec![decoded.batch])
             .map_err(|e| e.to_string())
     }
 }
@@ -173,12 +173,12 @@ mod tests {
         .concat();
         assert_eq!(
             ZipkinWalDecoder.decode(ZIPKIN_WAL_KIND, &record),
-            Ok(direct.clone())
+            Ok(vec![direct.clone()])
         );
         // The server's decoder dispatches by kind.
         assert_eq!(
             ReceiverWalDecoder.decode(ZIPKIN_WAL_KIND, &record),
-            Ok(direct)
+            Ok(vec![direct])
         );
         assert!(ZipkinWalDecoder.decode(16, &record).is_err());
         assert!(

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
-use lighttrace_model::columns;
+
+use crate::table::Table;
 
 /// Memory of one written batch, counted in the lake's buffered bytes until the
 /// last slice of the batch is dropped (its partitions may flush at different
@@ -36,7 +37,8 @@ impl Drop for MemoryCharge {
     }
 }
 
-/// One slice of one partition, from WAL record `seq`.
+/// One slice of one partition, from WAL record `seq`; `min_start_ns` and
+/// `max_start_ns` bound its table's time column.
 #[derive(Debug, Clone)]
 pub(crate) struct Buffered {
     pub seq: u64,
@@ -49,9 +51,15 @@ pub(crate) struct Buffered {
 }
 
 impl Buffered {
-    pub fn new(seq: u64, batch: RecordBatch, bytes: usize, charge: Arc<MemoryCharge>) -> Self {
+    pub fn new(
+        table: Table,
+        seq: u64,
+        batch: RecordBatch,
+        bytes: usize,
+        charge: Arc<MemoryCharge>,
+    ) -> Self {
         let (mut min_start_ns, mut max_start_ns) = (i64::MAX, i64::MIN);
-        if let Ok(idx) = batch.schema().index_of(columns::START_TIME)
+        if let Ok(idx) = batch.schema().index_of(table.time_column())
             && let Some(starts) = batch
                 .column(idx)
                 .as_primitive_opt::<TimestampNanosecondType>()

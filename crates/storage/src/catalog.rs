@@ -32,7 +32,10 @@
 //! A file entry in JSON: `path`, `size_bytes`, `row_count`, `project`, `service`,
 //! `hour` (hours since the epoch), `min_start_ns`, `max_start_ns`, `min_end_ns`,
 //! `max_end_ns`, `max_wal_seq`, `trace_filter` (base64 of
-//! [`TraceIdFilter::to_bytes`]).
+//! [`TraceIdFilter::to_bytes`]), and `table` (`logs`, `errors`) for a file of a
+//! table other than `spans` (absent for `spans`, so catalogs of spans only read
+//! as they always did). For those tables `min_start_ns`/`max_start_ns` bound
+//! the table's time column and the `end` pair repeats them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StorageError};
 use crate::partition::PartitionKey;
+use crate::table::Table;
 use crate::trace_filter::TraceIdFilter;
 
 pub const CATALOG_MAGIC: [u8; 8] = *b"LTCATLOG";
@@ -91,6 +95,8 @@ impl FileEntry {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    table: Option<String>,
     path: String,
     size_bytes: u64,
     row_count: u64,
@@ -108,6 +114,8 @@ struct FileJson {
 impl From<&FileEntry> for FileJson {
     fn from(f: &FileEntry) -> Self {
         FileJson {
+            table: (f.partition.table != Table::Spans)
+                .then(|| f.partition.table.name().to_string()),
             path: f.path.clone(),
             size_bytes: f.size_bytes,
             row_count: f.row_count,
@@ -132,8 +140,14 @@ impl TryFrom<FileJson> for FileEntry {
             .ok()
             .and_then(|b| TraceIdFilter::from_bytes(&b))
             .ok_or_else(|| StorageError::Catalog(format!("bad trace filter for {}", f.path)))?;
+        let table = match f.table.as_deref() {
+            None => Table::Spans,
+            Some(name) => Table::from_name(name).ok_or_else(|| {
+                StorageError::Catalog(format!("unknown table {name:?} for {}", f.path))
+            })?,
+        };
         Ok(FileEntry {
-            partition: PartitionKey::new(&f.project, &f.service, f.hour),
+            partition: PartitionKey::of_table(table, &f.project, &f.service, f.hour),
             path: f.path,
             size_bytes: f.size_bytes,
             row_count: f.row_count,
@@ -463,6 +477,22 @@ mod tests {
         let file = FileEntry::try_from(commit.added.into_iter().next().unwrap()).unwrap();
         assert_eq!(file.max_wal_seq, 3);
         assert_eq!(file.partition, PartitionKey::new("p", "s", 1));
+    }
+
+    #[test]
+    fn table_is_recorded_for_files_other_than_spans() {
+        let spans = entry("spans/a.parquet", 1);
+        let json = serde_json::to_string(&FileJson::from(spans.as_ref())).unwrap();
+        assert!(!json.contains("table"), "{json}");
+        let mut logs = (*entry("logs/a.parquet", 2)).clone();
+        logs.partition.table = Table::Logs;
+        let json = serde_json::to_string(&FileJson::from(&logs)).unwrap();
+        assert!(json.starts_with(r#"{"table":"logs","#), "{json}");
+        let back = FileEntry::try_from(serde_json::from_str::<FileJson>(&json).unwrap()).unwrap();
+        assert_eq!(back, logs);
+        let unknown = json.replace(r#""logs""#, r#""metrics""#);
+        let err = FileEntry::try_from(serde_json::from_str::<FileJson>(&unknown).unwrap());
+        assert!(err.unwrap_err().to_string().contains("unknown table"));
     }
 
     #[tokio::test]

@@ -62,11 +62,12 @@ impl Default for ParquetOptions {
 }
 
 /// Turns a WAL record that a receiver logged in its own format (see
-/// [`Lake::write_logged`](crate::Lake::write_logged)) back into the `spans` batch
-/// it produced. Must be deterministic: replay relies on getting the same rows.
+/// [`Lake::write_logged`](crate::Lake::write_logged)) back into the batches it
+/// produced (each of some [`Table`](crate::Table)'s schema). Must be
+/// deterministic: replay relies on getting the same rows.
 pub trait WalRecordDecoder: Send + Sync {
     /// `kind` is the record's kind byte (≥ 16), `body` what the receiver logged.
-    fn decode(&self, kind: u8, body: &[u8]) -> std::result::Result<RecordBatch, String>;
+    fn decode(&self, kind: u8, body: &[u8]) -> std::result::Result<Vec<RecordBatch>, String>;
 }
 
 #[derive(Clone)]

@@ -8,6 +8,10 @@
 //! Each row group carries a bloom filter on `trace_id`, and each file a
 //! [`TraceIdFilter`] kept in the catalog. Columns are stored in the compact
 //! layout of [`crate::layout`] (ids as bytes, no `end_time`).
+//!
+//! The `logs` and `errors` tables ([`encode_table_partition`]) are stored with
+//! their table columns as they are, the same codec, statistics and trace-id
+//! bloom filter; their volume is a fraction of the spans'.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Schema, TimestampNanosecondType};
-use lighttrace_model::{columns, spans_schema};
+use lighttrace_model::{columns, error_columns, spans_schema};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -26,6 +30,7 @@ use xxhash_rust::xxh3::Xxh3Builder;
 use crate::config::{ParquetOptions, SortOrder};
 use crate::error::{Result, StorageError};
 use crate::layout::{LAYOUT_METADATA_KEY, decode_lower_hex, file_schema, to_file_batch};
+use crate::table::Table;
 use crate::trace_filter::TraceIdFilter;
 
 /// A Parquet file image and what the catalog records about it.
@@ -105,6 +110,105 @@ fn writer_properties(
             .set_column_bloom_filter_max_ndv(path, max_distinct_traces.max(1) as u64);
     }
     Ok(builder.build())
+}
+
+/// Encodes one partition's batches of `table`. CPU-bound: call off the async runtime.
+pub fn encode_table_partition(
+    table: Table,
+    batches: &[RecordBatch],
+    options: &ParquetOptions,
+) -> Result<EncodedFile> {
+    match table {
+        Table::Spans => encode_partition(batches, options),
+        other => encode_plain(other, batches, options),
+    }
+}
+
+/// A table other than `spans`: columns as they are, rows in arrival order.
+fn encode_plain(
+    table: Table,
+    batches: &[RecordBatch],
+    options: &ParquetOptions,
+) -> Result<EncodedFile> {
+    let schema = table.schema();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows == 0 {
+        return Err(StorageError::InvalidBatch("nothing to flush".into()));
+    }
+    let time_idx = schema.index_of(table.time_column())?;
+    let trace_idx = schema.index_of(columns::TRACE_ID)?;
+    let level = ZstdLevel::try_new(options.zstd_level)?;
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_created_by(format!("lighttrace {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            LAYOUT_METADATA_KEY.to_string(),
+            format!("1: {} table columns", table.name()),
+        )]));
+    for name in [columns::TRACE_ID, columns::SPAN_ID, error_columns::EVENT_ID] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    }
+    builder = builder.set_column_encoding(
+        ColumnPath::from(table.time_column()),
+        Encoding::DELTA_BINARY_PACKED,
+    );
+    builder = builder.set_column_dictionary_enabled(ColumnPath::from(table.time_column()), false);
+    let parquet_schema = ArrowSchemaConverter::new().convert(&schema)?;
+    for leaf in parquet_schema.columns() {
+        if leaf.path().parts().len() > 1 && !options.nested_statistics {
+            builder =
+                builder.set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+        }
+    }
+    if let Some(fpp) = options.bloom_filter_fpp {
+        let path = ColumnPath::from(columns::TRACE_ID);
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), fpp)
+            .set_column_bloom_filter_max_ndv(path, rows.min(options.row_group_rows).max(1) as u64);
+    }
+    let mut writer = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(builder.build()))?;
+    let mut distinct = HashSet::new();
+    let (mut min_ns, mut max_ns) = (i64::MAX, i64::MIN);
+    let mut id = [0u8; 16];
+    for batch in batches {
+        let times = batch
+            .column(time_idx)
+            .as_primitive_opt::<TimestampNanosecondType>()
+            .ok_or_else(|| {
+                StorageError::InvalidBatch(format!("{} is not a timestamp", table.time_column()))
+            })?;
+        let (lo, hi) = min_max(times.values());
+        (min_ns, max_ns) = (min_ns.min(lo), max_ns.max(hi));
+        if let Some(text) = batch.column(trace_idx).as_string_opt::<i32>() {
+            for value in text.iter().flatten() {
+                if decode_lower_hex(value.as_bytes(), &mut id).is_some() {
+                    distinct.insert(id);
+                }
+            }
+        }
+        // The table schema without the buffers' field metadata.
+        writer.write(&RecordBatch::try_new(
+            Arc::clone(&schema),
+            batch.columns().to_vec(),
+        )?)?;
+    }
+    let bytes = writer.into_inner()?;
+    let mut trace_filter = TraceIdFilter::with_capacity(distinct.len());
+    for id in &distinct {
+        trace_filter.insert(id);
+    }
+    Ok(EncodedFile {
+        bytes,
+        rows: rows as u64,
+        min_start_ns: min_ns,
+        max_start_ns: max_ns,
+        min_end_ns: min_ns,
+        max_end_ns: max_ns,
+        trace_filter,
+    })
 }
 
 /// Sorts and encodes one partition's batches. CPU-bound: call off the async runtime.

@@ -10,7 +10,6 @@ use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
-use lighttrace_model::spans_schema;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Notify;
@@ -19,8 +18,9 @@ use crate::buffer::{Buffered, MemoryCharge, PartitionBuffer};
 use crate::catalog::{CHECKPOINT_INTERVAL, CatalogState, CatalogStore, FileEntry};
 use crate::config::{StorageConfig, build_store, local_root, sync_local};
 use crate::error::{Result, StorageError};
-use crate::flush::encode_partition;
+use crate::flush::encode_table_partition;
 use crate::partition::{PartitionKey, split_by_partition};
+use crate::table::Table;
 use crate::wal::{self, KIND_SPANS_IPC, Wal};
 
 /// What [`Lake::write`] returns once the spans are durable and visible.
@@ -41,13 +41,28 @@ pub struct BufferedPartition {
     pub max_start_ns: i64,
 }
 
-/// A consistent view of the lake: every acknowledged span is in exactly one of
-/// `buffered` and `files`.
+/// A consistent view of the lake: every acknowledged row is in exactly one of
+/// `buffered` and `files`. Both hold every table; [`buffered_of`](Self::buffered_of)
+/// and [`files_of`](Self::files_of) pick one.
 #[derive(Debug, Clone)]
 pub struct LakeSnapshot {
     pub buffered: Vec<BufferedPartition>,
     pub files: Vec<Arc<FileEntry>>,
     pub catalog_version: u64,
+}
+
+impl LakeSnapshot {
+    /// The buffered partitions of `table`.
+    pub fn buffered_of(&self, table: Table) -> impl Iterator<Item = &BufferedPartition> {
+        self.buffered.iter().filter(move |p| p.key.table == table)
+    }
+
+    /// The files of `table`.
+    pub fn files_of(&self, table: Table) -> impl Iterator<Item = &Arc<FileEntry>> {
+        self.files
+            .iter()
+            .filter(move |f| f.partition.table == table)
+    }
 }
 
 /// Counters for logs, `/metrics` and benches.
@@ -124,17 +139,19 @@ fn decode_record(
                     "WAL record of kind {kind} needs a decoder (StorageConfig::wal_decoder)"
                 ))
             })?;
-            let batch = decoder.decode(kind, body).map_err(StorageError::Wal)?;
-            Ok(vec![batch])
+            decoder.decode(kind, body).map_err(StorageError::Wal)
         }
         Some((&KIND_SPANS_IPC, body)) => {
             let reader = StreamReader::try_new(body, None)?;
             let mut batches = Vec::new();
             for batch in reader {
                 let batch = batch?;
+                let table = Table::of_schema(&batch.schema()).ok_or_else(|| {
+                    StorageError::Wal("IPC record of no known table's schema".into())
+                })?;
                 // Re-attach the canonical schema (field metadata, nullability).
                 batches.push(RecordBatch::try_new(
-                    spans_schema(),
+                    table.schema(),
                     batch.columns().to_vec(),
                 )?);
             }
@@ -254,10 +271,16 @@ fn replay_wal(
                     ))
                 })?;
             for batch in batches {
+                let table = Table::of_schema(&batch.schema()).ok_or_else(|| {
+                    StorageError::Wal(format!(
+                        "WAL record {} decoded to a batch of no known table's schema",
+                        record.seq
+                    ))
+                })?;
                 let bytes = batch.get_array_memory_size();
                 counter.fetch_add(bytes, Ordering::AcqRel);
                 let charge = MemoryCharge::new(bytes, counter.clone());
-                for (key, slices) in split_by_partition(&batch)? {
+                for (key, slices) in split_by_partition(table, &batch)? {
                     let rows: usize = slices.iter().map(|s| s.num_rows()).sum();
                     if watermarks.get(&key).is_some_and(|&mark| record.seq <= mark) {
                         rows_skipped += rows;
@@ -266,7 +289,7 @@ fn replay_wal(
                     rows_replayed += rows;
                     for slice in slices {
                         let share = bytes * slice.num_rows() / batch.num_rows().max(1);
-                        let item = Buffered::new(record.seq, slice, share, charge.clone());
+                        let item = Buffered::new(table, record.seq, slice, share, charge.clone());
                         recovered
                             .partitions
                             .entry(key.clone())
@@ -418,7 +441,7 @@ impl Lake {
     /// [`StorageError::Overloaded`] when the buffers are at their memory bound;
     /// nothing is written then.
     pub async fn write(&self, batch: RecordBatch) -> Result<WriteReceipt> {
-        self.write_inner(batch, None).await
+        self.write_inner(vec![batch], None).await
     }
 
     /// Like [`write`](Self::write), but the WAL keeps `body` (the parts
@@ -433,6 +456,19 @@ impl Lake {
         kind: u8,
         body: Vec<Bytes>,
     ) -> Result<WriteReceipt> {
+        self.write_logged_batches(vec![batch], kind, body).await
+    }
+
+    /// Like [`write_logged`](Self::write_logged) for a request that decoded to
+    /// batches of several tables (a Sentry envelope: spans and errors). One WAL
+    /// record holds them all: every batch is applied, or none is. The
+    /// receipt's `rows` counts all of them.
+    pub async fn write_logged_batches(
+        &self,
+        batches: Vec<RecordBatch>,
+        kind: u8,
+        body: Vec<Bytes>,
+    ) -> Result<WriteReceipt> {
         if kind < FIRST_RECEIVER_KIND {
             return Err(StorageError::InvalidBatch(format!(
                 "WAL record kinds below {FIRST_RECEIVER_KIND} are reserved"
@@ -443,44 +479,54 @@ impl Lake {
                 "write_logged needs StorageConfig::wal_decoder to replay its records".into(),
             ));
         }
-        self.write_inner(batch, Some((kind, body))).await
+        self.write_inner(batches, Some((kind, body))).await
     }
 
     async fn write_inner(
         &self,
-        batch: RecordBatch,
+        batches: Vec<RecordBatch>,
         logged: Option<(u8, Vec<Bytes>)>,
     ) -> Result<WriteReceipt> {
         let wal = self.wal.as_ref().ok_or(StorageError::ReadOnly)?;
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(StorageError::ShuttingDown);
         }
-        if batch.schema().fields() != spans_schema().fields() {
-            return Err(StorageError::InvalidBatch(
-                "batch schema differs from the spans schema".into(),
-            ));
+        let mut tables = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let table = Table::of_schema(&batch.schema()).ok_or_else(|| {
+                StorageError::InvalidBatch(
+                    "batch schema is none of the tables' (spans, logs, errors)".into(),
+                )
+            })?;
+            tables.push(table);
         }
-        let rows = batch.num_rows();
+        let batches: Vec<(Table, RecordBatch)> = tables
+            .into_iter()
+            .zip(batches)
+            .filter(|(_, b)| b.num_rows() > 0)
+            .collect();
+        let rows: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
         if rows == 0 {
             return Ok(WriteReceipt { sequence: 0, rows });
         }
-        let bytes = batch.get_array_memory_size();
+        let bytes: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
         self.reserve(bytes)?;
         // From here on, dropping the charge (on any error path too) releases it.
         let charge = MemoryCharge::new(bytes, self.buffered_bytes.clone());
-        let parts: Vec<(PartitionKey, Vec<Buffered>)> = split_by_partition(&batch)?
-            .into_iter()
-            .map(|(key, slices)| {
+        let mut parts: Vec<(PartitionKey, Vec<Buffered>)> = Vec::new();
+        for (table, batch) in &batches {
+            let batch_bytes = batch.get_array_memory_size();
+            for (key, slices) in split_by_partition(*table, batch)? {
                 let items = slices
                     .into_iter()
                     .map(|slice| {
-                        let share = bytes * slice.num_rows() / rows;
-                        Buffered::new(0, slice, share, charge.clone())
+                        let share = batch_bytes * slice.num_rows() / batch.num_rows();
+                        Buffered::new(*table, 0, slice, share, charge.clone())
                     })
                     .collect();
-                (key, items)
-            })
-            .collect();
+                parts.push((key, items));
+            }
+        }
         drop(charge);
         let payload = match logged {
             Some((kind, body)) => {
@@ -489,7 +535,14 @@ impl Lake {
                 payload.extend(body);
                 payload
             }
-            None => vec![Bytes::from(encode_ipc(&batch)?)],
+            None => match batches.as_slice() {
+                [(_, batch)] => vec![Bytes::from(encode_ipc(batch)?)],
+                _ => {
+                    return Err(StorageError::InvalidBatch(
+                        "write takes one batch; write_logged_batches several".into(),
+                    ));
+                }
+            },
         };
         let state = self.state.clone();
         let flush_bytes = self.config.flush_partition_bytes;
@@ -774,9 +827,11 @@ impl Lake {
         let batches: Vec<RecordBatch> = items.iter().map(|b| b.batch.clone()).collect();
         let max_wal_seq = items.iter().map(|b| b.seq).max().unwrap_or(0);
         let options = self.config.parquet.clone();
-        let encoded = tokio::task::spawn_blocking(move || encode_partition(&batches, &options))
-            .await
-            .map_err(|e| StorageError::Wal(format!("flush task failed: {e}")))??;
+        let table = key.table;
+        let encoded =
+            tokio::task::spawn_blocking(move || encode_table_partition(table, &batches, &options))
+                .await
+                .map_err(|e| StorageError::Wal(format!("flush task failed: {e}")))??;
         let path = format!("{}/{}.parquet", key.folder(), uuid::Uuid::now_v7().simple());
         let size_bytes = encoded.bytes.len() as u64;
         let location = ObjectPath::parse(&path)

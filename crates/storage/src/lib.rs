@@ -8,6 +8,11 @@
 //!                  └─► catalog  atomic commit of the new file; WAL segments trimmed
 //! ```
 //!
+//! A lake holds three tables ([`Table`]): `spans`, `logs` and `errors`. A
+//! batch goes to the table whose schema it has; each table has its own
+//! buffers, folder and files, and one catalog lists them all, so a query sees
+//! the three at one consistent version.
+//!
 //! [`Lake`] is the handle the server and the query engine hold. [`Lake::snapshot`]
 //! returns a consistent view (buffered batches ∪ catalogued files): each
 //! acknowledged span appears in exactly one of the two, also while a flush commits.
@@ -23,14 +28,16 @@ pub mod flush;
 mod lake;
 pub mod layout;
 pub mod partition;
+mod table;
 pub mod trace_filter;
 pub mod wal;
 
 pub use catalog::FileEntry;
 pub use config::{ParquetOptions, SortOrder, StorageConfig, StoreLocation, WalRecordDecoder};
 pub use error::{Result, StorageError};
-pub use flush::{EncodedFile, encode_partition};
+pub use flush::{EncodedFile, encode_partition, encode_table_partition};
 pub use lake::{
     BufferedPartition, FIRST_RECEIVER_KIND, Lake, LakeSnapshot, LakeStats, WriteReceipt,
 };
 pub use partition::PartitionKey;
+pub use table::Table;

@@ -1,10 +1,10 @@
-//! Partitions: (project, service, UTC hour), their Hive-style folder names, and
-//! splitting a batch of spans by partition.
+//! Partitions: (table, project, service, UTC hour), their Hive-style folder
+//! names, and splitting a batch by partition.
 //!
-//! Folder layout under the lake root:
+//! Folder layout under the lake root (`<table>` is `spans`, `logs` or `errors`):
 //!
 //! ```text
-//! spans/project=<P>/service=<S>/date=YYYY-MM-DD/hour=HH/<file id>.parquet
+//! <table>/project=<P>/service=<S>/date=YYYY-MM-DD/hour=HH/<file id>.parquet
 //! ```
 //!
 //! Partition values are escaped the way Hive and Spark do it: every byte outside
@@ -20,10 +20,12 @@ use arrow::datatypes::TimestampNanosecondType;
 use lighttrace_model::{NANOS_PER_HOUR, columns, hour_of};
 
 use crate::error::StorageError;
+use crate::table::Table;
 
 /// The unit of buffering and of the folder layout.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionKey {
+    pub table: Table,
     pub project: Arc<str>,
     pub service: Arc<str>,
     /// Hours since the Unix epoch (UTC).
@@ -37,8 +39,14 @@ impl fmt::Debug for PartitionKey {
 }
 
 impl PartitionKey {
+    /// A partition of the `spans` table.
     pub fn new(project: &str, service: &str, hour: i64) -> Self {
+        Self::of_table(Table::Spans, project, service, hour)
+    }
+
+    pub fn of_table(table: Table, project: &str, service: &str, hour: i64) -> Self {
         PartitionKey {
+            table,
             project: project.into(),
             service: service.into(),
             hour,
@@ -50,7 +58,7 @@ impl PartitionKey {
         self.hour.saturating_mul(NANOS_PER_HOUR)
     }
 
-    /// `spans/project=…/service=…/date=YYYY-MM-DD/hour=HH`, escaped.
+    /// `<table>/project=…/service=…/date=YYYY-MM-DD/hour=HH`, escaped.
     pub fn folder(&self) -> String {
         let secs = self.hour.saturating_mul(3600);
         let (date, hour) = match chrono::DateTime::from_timestamp(secs, 0) {
@@ -58,7 +66,8 @@ impl PartitionKey {
             None => ("invalid".to_string(), "00".to_string()),
         };
         format!(
-            "spans/project={}/service={}/date={}/hour={}",
+            "{}/project={}/service={}/date={}/hour={}",
+            self.table.name(),
             escape_partition_value(&self.project),
             escape_partition_value(&self.service),
             date,
@@ -106,11 +115,12 @@ pub fn unescape_partition_value(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Splits a `spans` batch into partitions without copying: each partition gets
-/// zero-copy slices of `batch`, one per run of consecutive rows with its key, in
-/// row order. (An OTLP request groups spans by resource, so runs are long, and a
-/// request from one service is one slice.)
+/// Splits a batch of `table` into partitions without copying: each partition
+/// gets zero-copy slices of `batch`, one per run of consecutive rows with its
+/// key, in row order. (An OTLP request groups spans by resource, so runs are
+/// long, and a request from one service is one slice.)
 pub fn split_by_partition(
+    table: Table,
     batch: &RecordBatch,
 ) -> Result<Vec<(PartitionKey, Vec<RecordBatch>)>, StorageError> {
     let schema = batch.schema();
@@ -122,7 +132,7 @@ pub fn split_by_partition(
     };
     let project = column(columns::PROJECT)?;
     let service = column(columns::SERVICE_NAME)?;
-    let start = column(columns::START_TIME)?;
+    let start = column(table.time_column())?;
     let project = project
         .as_string_opt::<i32>()
         .ok_or_else(|| StorageError::InvalidBatch("project is not Utf8".into()))?;
@@ -131,7 +141,9 @@ pub fn split_by_partition(
         .ok_or_else(|| StorageError::InvalidBatch("service_name is not Utf8".into()))?;
     let start = start
         .as_primitive_opt::<TimestampNanosecondType>()
-        .ok_or_else(|| StorageError::InvalidBatch("start_time is not Timestamp(ns)".into()))?;
+        .ok_or_else(|| {
+            StorageError::InvalidBatch(format!("{} is not Timestamp(ns)", table.time_column()))
+        })?;
 
     let key_of = |row: usize| {
         (
@@ -164,7 +176,7 @@ pub fn split_by_partition(
     }
     let mut out: Vec<(PartitionKey, Vec<RecordBatch>)> = groups
         .into_iter()
-        .map(|((p, s, h), slices)| (PartitionKey::new(p, s, h), slices))
+        .map(|((p, s, h), slices)| (PartitionKey::of_table(table, p, s, h), slices))
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -229,7 +241,7 @@ mod tests {
             });
         }
         let batch = builder.finish();
-        let parts = split_by_partition(&batch).unwrap();
+        let parts = split_by_partition(Table::Spans, &batch).unwrap();
         let summary: Vec<(String, i64, Vec<usize>)> = parts
             .iter()
             .map(|(k, slices)| {

@@ -292,7 +292,7 @@ async fn shutdown_during_background_flushes_flushes_everything() {
 struct RangeDecoder;
 
 impl lighttrace_storage::WalRecordDecoder for RangeDecoder {
-    fn decode(&self, kind: u8, body: &[u8]) -> Result<RecordBatch, String> {
+    fn decode(&self, kind: u8, body: &[u8]) -> Result<Vec<RecordBatch>, String> {
         assert_eq!(kind, 42);
         let word = |range: std::ops::Range<usize>| {
             body.get(range)
@@ -301,7 +301,7 @@ impl lighttrace_storage::WalRecordDecoder for RangeDecoder {
                 .ok_or_else(|| "short record".to_string())
         };
         let (first, n) = (word(0..8)?, word(8..16)?);
-        Ok(spans("p", "logged", 0, first, n))
+        Ok(vec![spans("p", "logged", 0, first, n)])
     }
 }
 
