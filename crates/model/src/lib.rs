@@ -128,7 +128,7 @@ pub use ids::{IdError, SpanId, TraceId, hex_lower};
 pub use log_builder::{LogBatchBuilder, LogBody, LogRecord};
 pub use schema::{
     Source, SpanKind, StatusCode, attribute_map_type, columns, events_type, links_type,
-    log_columns, logs_schema, spans_schema,
+    spans_schema,
 };
 pub use tables::{error_columns, errors_schema, log_columns, logs_schema};
 

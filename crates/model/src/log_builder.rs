@@ -8,7 +8,8 @@ use crate::builder::{
     Attr, AttrType, BatchSizing, PendingAttr, PendingValue, SharedAttributes, append_attr_triples,
     append_attrs,
 };
-use crate::schema::{Source, logs_schema};
+use crate::schema::Source;
+use crate::tables::logs_schema;
 use crate::text_columns::{AttrMapColumn, TextColumn};
 
 /// The body of a log record: its value rendered as text, like an attribute

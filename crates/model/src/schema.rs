@@ -1,4 +1,4 @@
-//! The Arrow schemas of the `spans` and `logs` tables.
+//! The Arrow schema of the `spans` table.
 
 use std::sync::{Arc, OnceLock};
 
@@ -117,63 +117,6 @@ pub fn spans_schema() -> SchemaRef {
                 Field::new(SCOPE_VERSION, DataType::Utf8, true),
                 Field::new(EVENTS, events_type(), false),
                 Field::new(LINKS, links_type(), false),
-                Field::new(SOURCE, DataType::Utf8, false),
-            ]))
-        })
-        .clone()
-}
-
-/// Column names of the `logs` table, in column order. Users type these; they
-/// are a contract (the storage partitions and prunes by `project`,
-/// `service_name`, `time` and `trace_id`).
-pub mod log_columns {
-    pub const PROJECT: &str = "project";
-    pub const TIME: &str = "time";
-    pub const OBSERVED_TIME: &str = "observed_time";
-    pub const TRACE_ID: &str = "trace_id";
-    pub const SPAN_ID: &str = "span_id";
-    pub const SEVERITY_NUMBER: &str = "severity_number";
-    pub const SEVERITY_TEXT: &str = "severity_text";
-    pub const BODY: &str = "body";
-    pub const BODY_TYPE: &str = "body_type";
-    pub const ATTRIBUTES: &str = "attributes";
-    pub const ATTRIBUTE_TYPES: &str = "attribute_types";
-    pub const RESOURCE_ATTRIBUTES: &str = "resource_attributes";
-    pub const RESOURCE_ATTRIBUTE_TYPES: &str = "resource_attribute_types";
-    pub const SCOPE_NAME: &str = "scope_name";
-    pub const SCOPE_VERSION: &str = "scope_version";
-    pub const FLAGS: &str = "flags";
-    pub const EVENT_NAME: &str = "event_name";
-    pub const SERVICE_NAME: &str = "service_name";
-    pub const SOURCE: &str = "source";
-}
-
-/// The schema of the `logs` table, in column order; see the crate docs for
-/// what each column holds.
-pub fn logs_schema() -> SchemaRef {
-    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            use log_columns::*;
-            Arc::new(Schema::new(vec![
-                Field::new(PROJECT, DataType::Utf8, false),
-                Field::new(TIME, timestamp_type(), false),
-                Field::new(OBSERVED_TIME, timestamp_type(), true),
-                Field::new(TRACE_ID, DataType::Utf8, true),
-                Field::new(SPAN_ID, DataType::Utf8, true),
-                Field::new(SEVERITY_NUMBER, DataType::Int32, false),
-                Field::new(SEVERITY_TEXT, DataType::Utf8, true),
-                Field::new(BODY, DataType::Utf8, true),
-                Field::new(BODY_TYPE, DataType::Utf8, true),
-                Field::new(ATTRIBUTES, attribute_map_type(), false),
-                Field::new(ATTRIBUTE_TYPES, attribute_map_type(), false),
-                Field::new(RESOURCE_ATTRIBUTES, attribute_map_type(), false),
-                Field::new(RESOURCE_ATTRIBUTE_TYPES, attribute_map_type(), false),
-                Field::new(SCOPE_NAME, DataType::Utf8, true),
-                Field::new(SCOPE_VERSION, DataType::Utf8, true),
-                Field::new(FLAGS, DataType::Int64, false),
-                Field::new(EVENT_NAME, DataType::Utf8, true),
-                Field::new(SERVICE_NAME, DataType::Utf8, false),
                 Field::new(SOURCE, DataType::Utf8, false),
             ]))
         })
