@@ -494,3 +494,58 @@ fn resource_attributes_repeated_on_many_records_hit_the_expansion_budget() {
         "{ours}"
     );
 }
+
+/// A body recorded from the OpenTelemetry Python SDK's OTLP/HTTP log exporter
+/// (payment's records of `tests/python/otel_logs.py`), also a fuzzing seed.
+#[test]
+fn a_body_from_the_otel_python_log_exporter_decodes() {
+    let body = include_bytes!("../../../fuzz/seeds/otlp_logs_protobuf/otel_python_1.45.2.pb");
+    let ours = decode_otlp_logs(body, OtlpEncoding::Protobuf, "p").unwrap();
+    let prost = decode_otlp_logs_protobuf_with_prost(body, "p").unwrap();
+    assert_eq!(ours.batch, prost.batch);
+    assert_eq!((ours.accepted, ours.rejected), (3, 0));
+    let batch = &ours.batch;
+    assert_eq!(
+        strings(batch, "body"),
+        vec![
+            Some(
+                r#"[{"key":"event","value":{"stringValue":"charge"}},{"key":"amount","value":{"doubleValue":42.5}}]"#
+                    .into()
+            ),
+            Some("card declined".into()),
+            Some("charge failed".into()),
+        ]
+    );
+    assert_eq!(
+        strings(batch, "body_type"),
+        vec![Some("kvlist".into()), None, None]
+    );
+    assert_eq!(
+        strings(batch, "severity_text"),
+        vec![
+            Some("INFO".into()),
+            Some("ERROR".into()),
+            Some("ERROR".into())
+        ]
+    );
+    assert_eq!(
+        strings(batch, "service_name"),
+        vec![Some("payment".into()); 3]
+    );
+    let trace_ids = strings(batch, "trace_id");
+    assert!(
+        trace_ids
+            .iter()
+            .all(|id| id.as_ref().is_some_and(|id| id.len() == 32))
+    );
+    assert!(
+        trace_ids.windows(2).all(|pair| pair[0] == pair[1]),
+        "one trace"
+    );
+    let exception = map(batch, "attributes", 2);
+    assert!(exception.contains(&("exception.type".into(), "ValueError".into())));
+
+    let json = include_bytes!("../../../fuzz/seeds/otlp_logs_json/spec_example.json");
+    let decoded = decode_otlp_logs(json, OtlpEncoding::Json, "p").unwrap();
+    assert_eq!((decoded.accepted, decoded.rejected), (1, 1));
+}
