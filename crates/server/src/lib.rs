@@ -25,7 +25,7 @@
 //! size limit, `UNAVAILABLE` with a `google.rpc.RetryInfo` under overload). See
 //! [`OtlpGrpcService`].
 //!
-//! Authentication does not exist yet: spans are written to the project
+//! Authentication does not exist yet: spans and log records are written to the project
 //! [`DEFAULT_PROJECT`] and SQL reads every project.
 //!
 //! # Status codes
