@@ -44,9 +44,10 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 
-use crate::Shared;
 use crate::body::{BodyLimits, content_length, read_body};
+use crate::error::ApiError;
 use crate::otlp::ingest_traces;
+use crate::{DEFAULT_PROJECT, Shared};
 
 /// The gRPC service name of the OTLP trace receiver.
 pub const TRACE_SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
@@ -129,6 +130,11 @@ where
         return Status::unimplemented(format!("no method {shown}; this server has {EXPORT_PATH}"))
             .into_http();
     }
+    // The key comes as metadata, which arrives as HTTP/2 headers.
+    let project = match shared.state.config.projects.caller(request.headers()) {
+        Ok(caller) => caller.project_or(DEFAULT_PROJECT).to_owned(),
+        Err(err) => return Status::from(ApiError::from(err)).into_http(),
+    };
     // Held until the spans are written: it bounds the memory held by requests.
     let _permit = match shared.ingest_permit() {
         Ok(permit) => permit,
@@ -150,6 +156,7 @@ where
     let reached = Arc::new(AtomicBool::new(false));
     let method = ExportMethod {
         shared: shared.clone(),
+        project,
         reached: reached.clone(),
     };
     let mut grpc = Grpc::new(RawRequestCodec)
@@ -189,6 +196,8 @@ fn fix_framing_status(mut response: Response<tonic::body::Body>) -> Response<ton
 /// path, [`ingest_traces`].
 struct ExportMethod {
     shared: Shared,
+    /// The caller's project.
+    project: String,
     /// Set once tonic has unframed the request and called the method.
     reached: Arc<AtomicBool>,
 }
@@ -200,9 +209,11 @@ impl UnaryService<Bytes> for ExportMethod {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         self.reached.store(true, Ordering::Release);
         let shared = self.shared.clone();
+        let project = self.project.clone();
         Box::pin(async move {
             let message = request.into_inner();
-            let ingested = ingest_traces(&shared, message, None, OtlpEncoding::Protobuf).await?;
+            let ingested =
+                ingest_traces(&shared, message, None, OtlpEncoding::Protobuf, &project).await?;
             Ok(tonic::Response::new(traces_response(
                 ingested.rejected,
                 ingested.rejection_message.as_deref(),

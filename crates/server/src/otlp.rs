@@ -107,6 +107,8 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Refused before the body is read: a wrong key costs nothing.
+    let caller = shared.state.config.projects.caller(headers)?;
     // Held until the spans are written: it bounds the memory held by requests.
     let _permit = shared.ingest_permit()?;
 
@@ -118,7 +120,14 @@ async fn ingest(
     )
     .await?;
 
-    let ingested = ingest_traces(shared, body, content_encoding, encoding.ingest()).await?;
+    let ingested = ingest_traces(
+        shared,
+        body,
+        content_encoding,
+        encoding.ingest(),
+        caller.project_or(DEFAULT_PROJECT),
+    )
+    .await?;
     let body = encode_traces_response(
         encoding.ingest(),
         ingested.rejected,
@@ -143,6 +152,7 @@ pub(crate) async fn ingest_traces(
     body: Bytes,
     content_encoding: Option<String>,
     encoding: OtlpEncoding,
+    project: &str,
 ) -> Result<Ingested, ApiError> {
     let receiver = Receiver {
         name: "OTLP",
@@ -154,7 +164,7 @@ pub(crate) async fn ingest_traces(
         receiver,
         body,
         content_encoding,
-        DEFAULT_PROJECT,
+        project,
         move |request, project| decode_otlp_traces(request, encoding, project),
     )
     .await
