@@ -18,6 +18,7 @@
 //! store = "s3://bucket/prefix"        # Parquet files in object storage instead
 //! http = "0.0.0.0:4318"               # OTLP/HTTP and the SQL API
 //! grpc = "0.0.0.0:4317"               # OTLP/gRPC (TraceService/Export)
+//! project = ["1:key-one", "2:key-two"] # projects and keys: authentication on
 //! flush_max_age = "60s"               # flush a partition once its oldest span is this old
 //! flush_partition_bytes = "64MiB"     # … or once it holds this much Arrow data
 //! buffer_max_bytes = "512MiB"         # all buffered data; beyond it ingest answers 503
@@ -40,7 +41,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use lighttrace_query::QueryConfig;
-use lighttrace_server::ServerConfig;
+use lighttrace_server::{ProjectKey, Projects, ServerConfig};
 use lighttrace_storage::{StorageConfig, StoreLocation};
 use serde::{Deserialize, Deserializer};
 
@@ -90,6 +91,19 @@ pub struct ServeArgs {
     /// Address for OTLP/gRPC, `TraceService/Export` [default: 127.0.0.1:4317].
     #[arg(long, value_name = "ADDR", env = "LIGHTTRACE_GRPC")]
     pub grpc: Option<String>,
+
+    /// A project and its key, ID:KEY (repeatable; LIGHTTRACE_PROJECT takes a
+    /// comma-separated list). With any, every request needs a key (`Authorization:
+    /// Bearer KEY`, `x-lighttrace-key`, or the Sentry DSN's key), writes to the
+    /// key's project and reads only it. Use digits for ids Sentry DSNs address.
+    #[arg(
+        long = "project",
+        value_name = "ID:KEY",
+        env = "LIGHTTRACE_PROJECT",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub projects: Vec<String>,
 
     /// Flush a buffered partition to Parquet once its oldest span is this old
     /// [default: 60s].
@@ -172,6 +186,9 @@ pub struct FileConfig {
     pub http: Option<String>,
     /// OTLP/gRPC listen address (`--grpc`).
     pub grpc: Option<String>,
+    /// Projects and keys, `ID:KEY` (`--project`).
+    #[serde(default, rename = "project")]
+    pub projects: Option<Vec<String>>,
     /// Flush a partition once its oldest span is this old (`--flush-max-age`).
     #[serde(default, deserialize_with = "de_duration")]
     pub flush_max_age: Option<Duration>,
@@ -281,6 +298,17 @@ impl Settings {
         }
 
         let mut server = ServerConfig::default();
+        let specs = if args.projects.is_empty() {
+            file.projects.unwrap_or_default()
+        } else {
+            args.projects
+        };
+        let keys = specs
+            .iter()
+            .map(|spec| ProjectKey::parse(spec))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--project: {e}"))?;
+        server.projects = Projects::new(keys).map_err(|e| anyhow::anyhow!("--project: {e}"))?;
         if let Some(bytes) = args.max_body_bytes.or(file.max_body_bytes) {
             server.max_body_bytes = to_usize(bytes, "max_body_bytes")?;
         }
@@ -515,6 +543,36 @@ mod tests {
         assert_eq!(settings.storage.store, StoreLocation::DataDir);
         assert_eq!(settings.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
         assert_eq!(settings.server.max_body_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn projects_come_from_flags_or_the_file() {
+        let ids = |settings: &Settings| -> Vec<String> {
+            settings.server.projects.ids().map(str::to_owned).collect()
+        };
+        let file: FileConfig = toml::from_str(r#"project = ["1:one", "2:two"]"#).unwrap();
+        let settings = Settings::merge(ServeArgs::default(), file.clone(), None).unwrap();
+        assert_eq!(ids(&settings), ["1", "2"]);
+        let args = ServeArgs {
+            projects: vec!["7:seven".into()],
+            ..ServeArgs::default()
+        };
+        let settings = Settings::merge(args, file, None).unwrap();
+        assert_eq!(ids(&settings), ["7"]);
+        assert!(
+            !format!("{settings:?}").contains("seven"),
+            "keys stay out of Debug"
+        );
+        let none = Settings::merge(ServeArgs::default(), FileConfig::default(), None).unwrap();
+        assert!(!none.server.projects.is_enabled());
+        for bad in [vec!["7"], vec!["7:a", "7:b"], vec!["7:a", "8:a"]] {
+            let args = ServeArgs {
+                projects: bad.iter().map(|s| s.to_string()).collect(),
+                ..ServeArgs::default()
+            };
+            let err = Settings::merge(args, FileConfig::default(), None).unwrap_err();
+            assert!(err.to_string().starts_with("--project"), "{err}");
+        }
     }
 
     #[test]

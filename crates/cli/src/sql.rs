@@ -27,6 +27,16 @@ pub struct SqlArgs {
     #[arg(long, value_name = "URL", env = "LIGHTTRACE_SERVER")]
     pub server: Option<String>,
 
+    /// The project key for a server started with --project: the query reads
+    /// that project only.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "LIGHTTRACE_KEY",
+        hide_env_values = true
+    )]
+    pub key: Option<String>,
+
     /// Read this data directory directly instead of asking a server (read-only;
     /// a server may be running on it). Takes precedence over LIGHTTRACE_SERVER.
     #[arg(long, value_name = "DIR")]
@@ -62,7 +72,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
             Some(data) => query_data_dir(&args, data.clone(), &mut engine).await,
             None => {
                 let server = args.server.as_deref().unwrap_or(DEFAULT_SERVER);
-                query_server(server, &args.sql).await
+                query_server(server, &args.sql, args.key.as_deref()).await
             }
         }
     });
@@ -106,7 +116,11 @@ async fn query_data_dir(
     Ok((output.schema, output.batches))
 }
 
-async fn query_server(server: &str, sql: &str) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn query_server(
+    server: &str,
+    sql: &str,
+    key: Option<&str>,
+) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
     let url = reqwest::Url::parse(server)
         .with_context(|| format!("--server {server:?} is not a URL (e.g. {DEFAULT_SERVER})"))?;
     if url.scheme() != "http" {
@@ -117,9 +131,13 @@ async fn query_server(server: &str, sql: &str) -> anyhow::Result<(SchemaRef, Vec
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("cannot create the HTTP client")?;
-    let response = client
+    let mut request = client
         .post(&endpoint)
-        .header(reqwest::header::ACCEPT, ARROW_STREAM_CONTENT_TYPE)
+        .header(reqwest::header::ACCEPT, ARROW_STREAM_CONTENT_TYPE);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request
         .json(&serde_json::json!({ "sql": sql }))
         .send()
         .await

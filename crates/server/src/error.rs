@@ -93,6 +93,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// 401 with `WWW-Authenticate: Bearer`: no key, or a wrong one.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
     /// 404: no such route.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
@@ -146,6 +151,7 @@ impl ApiError {
         match self.status {
             StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
             StatusCode::NOT_FOUND => 5,                                        // NOT_FOUND
+            StatusCode::UNAUTHORIZED => 16,                                    // UNAUTHENTICATED
             StatusCode::PAYLOAD_TOO_LARGE => 8,                                // RESOURCE_EXHAUSTED
             StatusCode::SERVICE_UNAVAILABLE => 14,                             // UNAVAILABLE
             _ => 13,                                                           // INTERNAL
@@ -208,6 +214,12 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"lighttrace\""),
+            );
+        }
         if let Some(delay) = self.retry_after {
             headers.insert(
                 header::RETRY_AFTER,
@@ -215,6 +227,12 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl From<crate::auth::Unauthenticated> for ApiError {
+    fn from(err: crate::auth::Unauthenticated) -> Self {
+        ApiError::unauthorized(err.0)
     }
 }
 

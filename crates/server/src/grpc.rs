@@ -50,9 +50,10 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::server::{Grpc, UnaryService};
 use tonic::{Code, Status};
 
-use crate::Shared;
 use crate::body::{BodyLimits, content_length, read_body};
+use crate::error::ApiError;
 use crate::otlp::{Signal, ingest_otlp};
+use crate::{DEFAULT_PROJECT, Shared};
 
 /// The gRPC service name of the OTLP trace receiver.
 pub const TRACE_SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
@@ -140,6 +141,11 @@ where
             .into_http();
         }
     };
+    // The key comes as metadata, which arrives as HTTP/2 headers.
+    let project = match shared.state.config.projects.caller(request.headers()) {
+        Ok(caller) => caller.project_or(DEFAULT_PROJECT).to_owned(),
+        Err(err) => return Status::from(ApiError::from(err)).into_http(),
+    };
     // Held until the records are written: it bounds the memory held by requests.
     let _permit = match shared.ingest_permit() {
         Ok(permit) => permit,
@@ -164,6 +170,7 @@ where
         Signal::Traces => {
             let method = ExportMethod {
                 shared: shared.clone(),
+                project: project.clone(),
                 reached: reached.clone(),
                 signal,
                 respond: traces_response,
@@ -175,6 +182,7 @@ where
         Signal::Logs => {
             let method = ExportMethod {
                 shared: shared.clone(),
+                project: project.clone(),
                 reached: reached.clone(),
                 signal,
                 respond: logs_response,
@@ -222,6 +230,8 @@ fn fix_framing_status(mut response: Response<tonic::body::Body>) -> Response<ton
 /// path, [`ingest_otlp`]; `respond` builds the response message.
 struct ExportMethod<R> {
     shared: Shared,
+    /// The caller's project.
+    project: String,
     /// Set once tonic has unframed the request and called the method.
     reached: Arc<AtomicBool>,
     signal: Signal,
@@ -235,10 +245,18 @@ impl<R: Send + 'static> UnaryService<Bytes> for ExportMethod<R> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         self.reached.store(true, Ordering::Release);
         let (shared, signal, respond) = (self.shared.clone(), self.signal, self.respond);
+        let project = self.project.clone();
         Box::pin(async move {
             let message = request.into_inner();
-            let ingested =
-                ingest_otlp(&shared, signal, message, None, OtlpEncoding::Protobuf).await?;
+            let ingested = ingest_otlp(
+                &shared,
+                signal,
+                message,
+                None,
+                OtlpEncoding::Protobuf,
+                &project,
+            )
+            .await?;
             Ok(tonic::Response::new(respond(
                 ingested.rejected,
                 ingested.rejection_message.as_deref(),

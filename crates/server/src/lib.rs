@@ -75,6 +75,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub mod auth;
 mod body;
 pub mod encode;
 mod error;
@@ -84,6 +85,7 @@ mod receive;
 mod sql;
 mod zipkin;
 
+pub use auth::{Caller, ProjectKey, Projects};
 pub use encode::ARROW_STREAM_CONTENT_TYPE;
 pub use error::ApiError;
 pub use grpc::{LOGS_SERVICE_NAME, OtlpGrpcService, TRACE_SERVICE_NAME, serve_grpc};
@@ -100,6 +102,8 @@ pub const DEFAULT_PROJECT: &str = "default";
 /// `RetryInfo`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Projects and their keys; none: authentication off (see [`auth`]).
+    pub projects: Projects,
     /// Largest request body on the wire, before decompression (413 beyond).
     pub max_body_bytes: usize,
     /// Largest OTLP body after decompression; enforced while inflating, so a gzip
@@ -125,6 +129,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            projects: Projects::default(),
             max_body_bytes: 16 << 20,
             max_decompressed_bytes: 64 << 20,
             max_inflight_ingest: 32,

@@ -158,6 +158,8 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Refused before the body is read: a wrong key costs nothing.
+    let caller = shared.state.config.projects.caller(headers)?;
     // Held until the records are written: it bounds the memory held by requests.
     let _permit = shared.ingest_permit()?;
 
@@ -169,7 +171,15 @@ async fn ingest(
     )
     .await?;
 
-    let ingested = ingest_otlp(shared, signal, body, content_encoding, encoding.ingest()).await?;
+    let ingested = ingest_otlp(
+        shared,
+        signal,
+        body,
+        content_encoding,
+        encoding.ingest(),
+        caller.project_or(DEFAULT_PROJECT),
+    )
+    .await?;
     let (rejected, message) = (ingested.rejected, ingested.rejection_message.as_deref());
     let body = match signal {
         Signal::Traces => encode_traces_response(encoding.ingest(), rejected, message),
@@ -195,6 +205,7 @@ pub(crate) async fn ingest_otlp(
     body: Bytes,
     content_encoding: Option<String>,
     encoding: OtlpEncoding,
+    project: &str,
 ) -> Result<Ingested, ApiError> {
     let receiver = signal.receiver(encoding);
     match signal {
@@ -204,7 +215,7 @@ pub(crate) async fn ingest_otlp(
                 receiver,
                 body,
                 content_encoding,
-                DEFAULT_PROJECT,
+                project,
                 move |request, project| decode_otlp_traces(request, encoding, project),
             )
             .await
@@ -215,7 +226,7 @@ pub(crate) async fn ingest_otlp(
                 receiver,
                 body,
                 content_encoding,
-                DEFAULT_PROJECT,
+                project,
                 move |request, project| decode_otlp_logs(request, encoding, project),
             )
             .await

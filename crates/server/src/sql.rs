@@ -4,7 +4,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lighttrace_query::ProjectScope;
 use serde::Deserialize;
 
 use crate::Shared;
@@ -26,6 +25,8 @@ pub(crate) async fn run_sql(
     body: Body,
 ) -> Result<Response, ApiError> {
     let config = &shared.state.config;
+    // A key reads its own project only; without projects, SQL reads them all.
+    let scope = config.projects.caller(&headers)?.scope();
     let body = read_body(
         body,
         content_length(&headers),
@@ -45,10 +46,6 @@ pub(crate) async fn run_sql(
         return Err(ApiError::bad_request("the \"sql\" field is empty"));
     }
 
-    // Authentication is off (project keys come with the receivers of issue 3), and
-    // with it off DESIGN.md lets SQL read every project; the scope is still
-    // enforced inside the table provider once keys exist.
-    let scope = ProjectScope::All;
     let _permit = shared
         .query_permits
         .clone()

@@ -81,6 +81,7 @@ pub(crate) async fn post_spans(
 
 async fn receive(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let encoding = encoding_from_headers(headers)?;
+    let caller = shared.state.config.projects.caller(headers)?;
     // Held until the spans are written: it bounds the memory held by requests.
     let _permit = shared.ingest_permit()?;
     let content_encoding = content_encoding(headers)?;
@@ -101,7 +102,7 @@ async fn receive(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Res
         receiver,
         body,
         content_encoding,
-        DEFAULT_PROJECT,
+        caller.project_or(DEFAULT_PROJECT),
         move |request, project| decode_zipkin_spans(request, encoding, project),
     )
     .await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::*;
-use lighttrace_server::ServerConfig;
+use lighttrace_server::{ProjectKey, Projects, ServerConfig};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -478,4 +478,66 @@ async fn grpc_bad_records_are_a_partial_success_or_invalid_argument() {
         app.rows("SELECT body FROM logs").await,
         vec![json!(["good"])]
     );
+}
+
+// ---------------------------------------------------------------- keys
+
+/// With projects configured, a logs export needs a key (HTTP header or gRPC
+/// metadata), writes to that key's project, and SQL with the key reads only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_need_a_key_and_go_to_its_project() {
+    let projects = Projects::new(vec![
+        ProjectKey::parse("1:key-one").unwrap(),
+        ProjectKey::parse("2:key-two").unwrap(),
+    ])
+    .unwrap();
+    let app = TestApp::with(
+        |_| {},
+        ServerConfig {
+            projects,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let body = logs_request("svc", vec![log(10, 1, "keyed", 0)]).encode_to_vec();
+    let post = |key: Option<&str>| {
+        let mut request = Request::post("/v1/logs").header(header::CONTENT_TYPE, PROTOBUF);
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        request.body(Body::from(body.clone())).expect("request")
+    };
+    for key in [None, Some("nope")] {
+        let reply = app.send(post(key)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{key:?}");
+    }
+    let mut client = logs_client(&app.grpc_url().await).await;
+    let status = client
+        .export(logs_request("svc", vec![log(10, 2, "no key", 0)]))
+        .await
+        .expect_err("no key");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    assert_eq!(app.send(post(Some("key-one"))).await.status, StatusCode::OK);
+    let mut request = tonic::Request::new(logs_request("svc", vec![log(10, 3, "grpc keyed", 1)]));
+    request
+        .metadata_mut()
+        .insert("x-lighttrace-key", "key-two".parse().unwrap());
+    client.export(request).await.expect("export with a key");
+
+    let sql = |key: &str, query: &str| {
+        Request::post("/api/v1/sql")
+            .header(header::CONTENT_TYPE, JSON)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::from(json!({ "sql": query }).to_string()))
+            .expect("request")
+    };
+    for (key, want) in [
+        ("key-one", json!([["1", "keyed"]])),
+        ("key-two", json!([["2", "grpc keyed"]])),
+    ] {
+        let reply = app.send(sql(key, "SELECT project, body FROM logs")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json()["rows"], want, "{key}");
+    }
 }

@@ -31,6 +31,10 @@ pub struct ParquetOptions {
     pub zstd_level: i32,
     /// Split-block bloom filter on `trace_id` in each row group (`None`: none).
     pub bloom_filter_fpp: Option<f64>,
+    /// Write the bloom filter also in a file of one row group. The catalog's
+    /// per-file trace filter already answers "may this file hold the trace?"
+    /// before the file is opened, so there it only costs bytes; off by default.
+    pub bloom_filter_single_row_group: bool,
     pub sort_order: SortOrder,
     /// Dictionary-encode the id and time columns. Their values are nearly unique,
     /// so a dictionary only adds pages; off by default.
@@ -43,6 +47,10 @@ pub struct ParquetOptions {
     pub derive_end_time: bool,
     /// Min/max statistics for the leaves of attribute maps, events and links.
     pub nested_statistics: bool,
+    /// Page-level statistics (the page index) for every top-level column. Off:
+    /// only the id and time columns, whose pages a lookup or a time range can
+    /// skip, have them; the others keep row-group statistics.
+    pub page_statistics_everywhere: bool,
 }
 
 impl Default for ParquetOptions {
@@ -51,12 +59,14 @@ impl Default for ParquetOptions {
             row_group_rows: 64 * 1024,
             zstd_level: 1,
             bloom_filter_fpp: Some(0.01),
+            bloom_filter_single_row_group: false,
             sort_order: SortOrder::Arrival,
             dictionary_for_unique_columns: false,
             delta_encode_times: true,
             binary_ids: true,
             derive_end_time: true,
             nested_statistics: false,
+            page_statistics_everywhere: false,
         }
     }
 }

@@ -5,8 +5,11 @@
 //! sorting measured no smaller (`benches/RESULTS.md`) while costing a copy of
 //! every batch. The ids and times are nearly unique, so they skip the dictionary;
 //! times are delta-encoded; zstd level 1 measured both smaller and faster than 3.
-//! Each row group carries a bloom filter on `trace_id`, and each file a
-//! [`TraceIdFilter`] kept in the catalog. Columns are stored in the compact
+//! Each file has a [`TraceIdFilter`] kept in the catalog, which rules the file
+//! out of a trace lookup before it is opened; a file of several row groups also
+//! carries a bloom filter on `trace_id` per row group (in a file of one row
+//! group it would repeat the catalog's answer at 0.7 B/span). Page statistics
+//! (the page index) are kept for the id and time columns only. Columns are stored in the compact
 //! layout of [`crate::layout`] (ids as bytes, no `end_time`).
 //!
 //! The `logs` and `errors` tables ([`encode_table_partition`]) are stored with
@@ -95,14 +98,36 @@ fn writer_properties(
     }
     // Leaves under the attribute maps, events and links: no query prunes by the
     // min/max of all attribute values, and computing them compares every value.
+    //
+    // Top-level columns other than the ids and times: row-group statistics
+    // only. Rows are in arrival order, so their pages span nearly the whole
+    // range of values and a page index on them would skip nothing.
+    const PAGE_INDEXED: [&str; 6] = [
+        columns::TRACE_ID,
+        columns::SPAN_ID,
+        columns::PARENT_SPAN_ID,
+        columns::START_TIME,
+        columns::END_TIME,
+        columns::DURATION_NS,
+    ];
     let parquet_schema = ArrowSchemaConverter::new().convert(schema)?;
     for leaf in parquet_schema.columns() {
-        if leaf.path().parts().len() > 1 && !options.nested_statistics {
+        let parts = leaf.path().parts();
+        if parts.len() > 1 && !options.nested_statistics {
             builder =
                 builder.set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+        } else if parts.len() == 1
+            && !options.page_statistics_everywhere
+            && !PAGE_INDEXED.contains(&parts[0].as_str())
+        {
+            builder = builder
+                .set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::Chunk);
         }
     }
-    if let Some(fpp) = options.bloom_filter_fpp {
+    let one_row_group = max_distinct_traces < options.row_group_rows;
+    if let Some(fpp) = options.bloom_filter_fpp
+        && (options.bloom_filter_single_row_group || !one_row_group)
+    {
         let path = ColumnPath::from(columns::TRACE_ID);
         builder = builder
             .set_column_bloom_filter_enabled(path.clone(), true)
