@@ -123,6 +123,71 @@ pub fn spans_schema() -> SchemaRef {
         .clone()
 }
 
+/// Column names of the `errors` table (Sentry error events), a contract like
+/// [`columns`].
+pub mod error_columns {
+    pub const PROJECT: &str = "project";
+    pub const EVENT_ID: &str = "event_id";
+    pub const TIME: &str = "time";
+    pub const TRACE_ID: &str = "trace_id";
+    pub const SPAN_ID: &str = "span_id";
+    pub const LEVEL: &str = "level";
+    pub const EXCEPTION_TYPE: &str = "exception_type";
+    pub const EXCEPTION_VALUE: &str = "exception_value";
+    pub const STACK_FRAMES: &str = "stack_frames";
+    pub const RELEASE: &str = "release";
+    pub const ENVIRONMENT: &str = "environment";
+    pub const TRANSACTION: &str = "transaction";
+    pub const TAGS: &str = "tags";
+    pub const SERVICE_NAME: &str = "service_name";
+    pub const SOURCE: &str = "source";
+}
+
+/// The schema of the `errors` table, in column order: one row per Sentry
+/// error event, linked to its trace by `trace_id` (and `span_id`, the span
+/// that was active when the error was captured).
+///
+/// | column | type | meaning |
+/// |---|---|---|
+/// | `project` | Utf8 | the Sentry project id of the envelope's URL |
+/// | `event_id` | Utf8 | 32 lowercase hex chars |
+/// | `time` | Timestamp(ns, UTC) | the event's `timestamp` |
+/// | `trace_id` | Utf8, nullable | 32 lowercase hex chars, from `contexts.trace.trace_id` |
+/// | `span_id` | Utf8, nullable | 16 lowercase hex chars, from `contexts.trace.span_id` |
+/// | `level` | Utf8 | `fatal`, `error`, `warning`, `info`, `debug` |
+/// | `exception_type` | Utf8, nullable | e.g. `ValueError` |
+/// | `exception_value` | Utf8, nullable | the exception's message |
+/// | `stack_frames` | Utf8, nullable | JSON: `[{"filename", "function", "lineno", "in_app"}, …]`, oldest call first |
+/// | `release`, `environment`, `transaction` | Utf8, nullable | as the SDK sent them |
+/// | `tags` | Map(Utf8 → Utf8) | the event's tags |
+/// | `service_name` | Utf8 | like the `spans` column of the same name |
+/// | `source` | Utf8 | `sentry` |
+pub fn errors_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            use error_columns::*;
+            Arc::new(Schema::new(vec![
+                Field::new(PROJECT, DataType::Utf8, false),
+                Field::new(EVENT_ID, DataType::Utf8, false),
+                Field::new(TIME, timestamp_type(), false),
+                Field::new(TRACE_ID, DataType::Utf8, true),
+                Field::new(SPAN_ID, DataType::Utf8, true),
+                Field::new(LEVEL, DataType::Utf8, false),
+                Field::new(EXCEPTION_TYPE, DataType::Utf8, true),
+                Field::new(EXCEPTION_VALUE, DataType::Utf8, true),
+                Field::new(STACK_FRAMES, DataType::Utf8, true),
+                Field::new(RELEASE, DataType::Utf8, true),
+                Field::new(ENVIRONMENT, DataType::Utf8, true),
+                Field::new(TRANSACTION, DataType::Utf8, true),
+                Field::new(TAGS, attribute_map_type(), false),
+                Field::new(SERVICE_NAME, DataType::Utf8, false),
+                Field::new(SOURCE, DataType::Utf8, false),
+            ]))
+        })
+        .clone()
+}
+
 /// Span kind, stored as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpanKind {
