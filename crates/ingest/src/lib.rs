@@ -95,11 +95,17 @@ mod attributes;
 mod compression;
 mod otlp;
 mod protobuf;
+mod sentry;
 
 pub use compression::decompress;
 #[doc(hidden)]
 pub use otlp::decode_otlp_protobuf_with_prost;
 pub use otlp::{decode_otlp_traces, encode_traces_response, traces_response};
+pub use sentry::{
+    DecodedEnvelope, DecodedErrors, Envelope, EnvelopePart, Item, Sdk, SentryContext,
+    decode_sentry_envelope, parse_sentry_envelope, sentry_key_from_auth_header,
+    sentry_key_from_dsn, sentry_key_from_query,
+};
 
 /// The wire encoding of an OTLP/HTTP request (and of its response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,8 +140,8 @@ pub enum IngestError {
     /// The decompressed body is larger than the caller's limit; answer 413.
     #[error("decompressed body exceeds {limit} bytes")]
     TooLarge { limit: usize },
-    /// A `Content-Encoding` other than identity, gzip or deflate; answer 415.
-    #[error("unsupported Content-Encoding {0:?}: use gzip, deflate or identity")]
+    /// A `Content-Encoding` other than identity, gzip, deflate or br; answer 415.
+    #[error("unsupported Content-Encoding {0:?}: use gzip, deflate, br or identity")]
     UnsupportedContentEncoding(String),
     /// The body does not inflate with its declared encoding; answer 400.
     #[error("{0}")]
