@@ -10,6 +10,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/traces` | OTLP/HTTP traces: `application/x-protobuf` or `application/json`, gzip or identity. Answers an `ExportTraceServiceResponse` in the request's encoding, with `partialSuccess` when some spans were rejected. Errors carry a `google.rpc.Status`. |
+//! | `POST /api/{project_id}/envelope/` | Sentry envelopes from the unmodified Sentry SDKs (DSN `http://KEY@HOST:PORT/PROJECT_ID`): transactions and span items become `spans` rows of the project `PROJECT_ID`; gzip, br, deflate or identity; any or no `Content-Type`. 200 `{"id": "…"}`; 400 `{"error": "…"}` for a malformed envelope; 413 over a size limit; 429 with `Retry-After` and `X-Sentry-Rate-Limits` under overload; 501 for envelopes with error events until the `errors` table exists. See `sentry.rs`. |
 //! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
 //! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
 //!
@@ -21,8 +22,9 @@
 //! `UNAVAILABLE` with a `google.rpc.RetryInfo` under overload). See
 //! [`TraceGrpcService`].
 //!
-//! Authentication does not exist yet: spans are written to the project
-//! [`DEFAULT_PROJECT`] and SQL reads every project.
+//! Authentication does not exist yet: OTLP spans are written to the project
+//! [`DEFAULT_PROJECT`], Sentry spans to the project of the envelope's URL, and
+//! SQL reads every project.
 //!
 //! # Status codes
 //!
@@ -76,12 +78,16 @@ pub mod encode;
 mod error;
 mod grpc;
 mod otlp;
+mod sentry;
 mod sql;
+mod wal;
 
 pub use encode::ARROW_STREAM_CONTENT_TYPE;
 pub use error::ApiError;
 pub use grpc::{TRACE_SERVICE_NAME, TraceGrpcService, serve_grpc};
-pub use otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder, wal_decoder};
+pub use otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder};
+pub use sentry::{SENTRY_ENVELOPE_WAL_KIND, SentryWalDecoder};
+pub use wal::{ReceiverWalDecoder, wal_decoder};
 
 /// The project of every request until authentication exists.
 pub const DEFAULT_PROJECT: &str = "default";
@@ -205,6 +211,8 @@ pub fn app(state: AppState) -> Router {
 fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v1/traces", post(otlp::export_traces))
+        .route("/api/{project_id}/envelope/", post(sentry::envelope))
+        .route("/api/{project_id}/envelope", post(sentry::envelope))
         .route("/api/v1/sql", post(sql::run_sql))
         .route("/health", get(health))
         .route("/ready", get(health))

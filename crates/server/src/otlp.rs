@@ -294,11 +294,6 @@ impl WalRecordDecoder for OtlpWalDecoder {
     }
 }
 
-/// The decoder a lake written by this server needs (`StorageConfig::wal_decoder`).
-pub fn wal_decoder() -> std::sync::Arc<dyn WalRecordDecoder> {
-    std::sync::Arc::new(OtlpWalDecoder)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
