@@ -685,7 +685,7 @@ impl<'c, 'e> Decoder<'c, 'e> {
             attrs
                 .0
                 .push(Attr::typed(key.as_str(), value.as_str(), AttrType::Double));
-            if let Some(unit) = unit {
+            if let Some(unit) = unit.filter(|u| !u.is_empty()) {
                 attrs
                     .0
                     .push(Attr::string(format!("{key}.unit"), unit.to_string()));
@@ -833,6 +833,15 @@ impl<'c, 'e> Decoder<'c, 'e> {
             .filter(|n| !n.is_empty())
             .or(op)
             .unwrap_or("<unlabeled span>");
+        // `@sentry/node` sends `"status": "error"` and the Sentry status apart.
+        let status = match (text(&span.status), attribute("sentry.status.message")) {
+            (Some(status), Some(message))
+                if !status.eq_ignore_ascii_case("ok") && !message.is_empty() =>
+            {
+                Some(message)
+            }
+            (status, _) => status,
+        };
         self.append(
             number,
             &format!("span {index}"),
@@ -847,7 +856,7 @@ impl<'c, 'e> Decoder<'c, 'e> {
             &shared,
             name,
             map_kind(op, attribute("otel.kind")),
-            text(&span.status),
+            status,
             &attributes,
             &links,
         )
@@ -940,19 +949,16 @@ impl<'c, 'e> Decoder<'c, 'e> {
     }
 }
 
-/// A JSON object whose first key is `items`: the span v2 container, also when
-/// an SDK leaves out its `content_type`.
+/// A JSON object with an `items` key: the span v2 container, also when an
+/// SDK leaves out its `content_type`.
 fn looks_like_container(payload: &[u8]) -> bool {
-    let mut rest = payload.iter().skip_while(|b| b.is_ascii_whitespace());
-    if rest.next() != Some(&b'{') {
-        return false;
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        items: Option<serde::de::IgnoredAny>,
     }
-    let rest: Vec<u8> = rest
-        .skip_while(|b| b.is_ascii_whitespace())
-        .take(7)
-        .copied()
-        .collect();
-    rest == b"\"items\""
+    envelope::starts_object(payload)
+        && serde_json::from_slice::<Probe>(payload).is_ok_and(|probe| probe.items.is_some())
 }
 
 impl EventJson<'_> {

@@ -562,7 +562,7 @@ fn the_dsn_key_is_kept() {
 
 #[test]
 fn span_v2_items() {
-    let container = serde_json::json!({"items": [
+    let container = serde_json::json!({"version": 2, "items": [
         {
             "trace_id": TRACE, "span_id": "438f40bd3b4a41ee", "name": "GET /users",
             "status": "ok", "is_segment": true,
@@ -581,6 +581,7 @@ fn span_v2_items() {
         {
             "trace_id": TRACE, "parent_span_id": "438f40bd3b4a41ee", "span_id": "f1196292f76e45c0",
             "name": "app.handle", "status": "error", "is_segment": false,
+            "attributes": {"sentry.status.message": {"type": "string", "value": "deadline_exceeded"}},
             "start_timestamp": 1742921669.178306, "end_timestamp": 1742921669.180484
         }
     ]})
@@ -626,6 +627,7 @@ fn span_v2_items() {
     );
     let child = &spans["app.handle"];
     assert_eq!(get(child, "status_code"), Some("error"));
+    assert_eq!(get(child, "status_message"), Some("deadline_exceeded"));
     assert_eq!(get(child, "service_name"), Some(PROJECT));
     assert_eq!(get(child, "parent_span_id"), Some("438f40bd3b4a41ee"));
 
