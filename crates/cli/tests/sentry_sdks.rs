@@ -341,3 +341,94 @@ fn node_sentry_sdk_transaction_is_queryable() {
         "span attribute"
     );
 }
+
+// ---------------------------------------------------------------------------
+// One trace across OpenTelemetry and Sentry
+// ---------------------------------------------------------------------------
+
+/// `tests/python/sentry_otel_cross.py`: frontend (OpenTelemetry) → billing
+/// (sentry-sdk, a process of its own) → inventory (OpenTelemetry), the trace
+/// context in real HTTP headers (`traceparent` one way, `sentry-trace` the
+/// other). SQL must return one trace of five spans from both receivers, each
+/// linked to its parent across the SDK boundaries.
+#[test]
+fn sentry_and_opentelemetry_services_share_one_trace() {
+    let Some(python) = python() else {
+        return;
+    };
+    let server = TestServer::start();
+    let sent = run_json(
+        Command::new(python)
+            .arg(python_script("sentry_otel_cross.py"))
+            .arg("--endpoint")
+            .arg(server.url())
+            .arg("--dsn")
+            .arg(dsn(&server)),
+    );
+    let trace_id = sent["trace_id"].as_str().expect("trace_id");
+    assert_eq!(sent["inventory"]["trace_id"], trace_id, "{sent}");
+    let result = server.query(&format!(
+        "SELECT service_name, name, kind, source, span_id, parent_span_id, \
+                attributes['sentry.op'] AS op \
+         FROM spans WHERE trace_id = {} ORDER BY start_time",
+        sql_string(trace_id)
+    ));
+    let rows = result.records();
+    let summary: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|row| {
+            let name = as_str(&row["name"]);
+            // The Sentry HTTP span is named after the URL, port included.
+            let name = if name.starts_with("GET http://127.0.0.1:") {
+                "GET http://127.0.0.1:PORT/stock"
+            } else {
+                name
+            };
+            (
+                as_str(&row["service_name"]).to_owned(),
+                name.to_owned(),
+                as_str(&row["kind"]).to_owned(),
+                as_str(&row["source"]).to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("frontend", "GET /checkout", "server", "otlp"),
+        ("frontend", "call billing", "client", "otlp"),
+        (PROJECT, "POST /bill", "server", "sentry"),
+        (
+            PROJECT,
+            "GET http://127.0.0.1:PORT/stock",
+            "client",
+            "sentry",
+        ),
+        ("inventory", "GET /stock", "server", "otlp"),
+    ];
+    assert_eq!(
+        summary,
+        expected
+            .iter()
+            .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+            .collect::<Vec<_>>(),
+        "the spans of {trace_id}"
+    );
+    let span_id = |i: usize| as_str(&rows[i]["span_id"]);
+    let parent = |i: usize| as_opt_str(&rows[i]["parent_span_id"]);
+    assert_eq!(parent(0), None);
+    assert_eq!(span_id(0), sent["frontend"]["server_span_id"]);
+    assert_eq!(span_id(1), sent["frontend"]["client_span_id"]);
+    assert_eq!(parent(1), Some(span_id(0)));
+    assert_eq!(
+        parent(2),
+        Some(span_id(1)),
+        "Sentry continues the OpenTelemetry client span"
+    );
+    assert_eq!(parent(3), Some(span_id(2)));
+    assert_eq!(as_opt_str(&rows[3]["op"]), Some("http.client"));
+    assert_eq!(
+        parent(4),
+        Some(span_id(3)),
+        "OpenTelemetry continues the Sentry client span"
+    );
+    assert_eq!(span_id(4), sent["inventory"]["span_id"]);
+}
