@@ -70,8 +70,18 @@ fn spans_by_name(server: &TestServer, trace_id: &str) -> BTreeMap<String, BTreeM
 // Python sentry-sdk
 // ---------------------------------------------------------------------------
 
-/// (name, op, kind, parent name, status code, status message): the script's contract.
-const PYTHON_TREE: [(&str, &str, &str, Option<&str>, &str, Option<&str>); 5] = [
+/// (name, op, kind, parent name, status code, status message) of one span.
+type ExpectedSpan = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// The spans the Python script sends: its contract.
+const PYTHON_TREE: [ExpectedSpan; 5] = [
     (
         "POST /checkout",
         "http.server",
@@ -246,8 +256,8 @@ fn python_sentry_sdk_error_events_are_refused_until_the_errors_table_exists() {
 // @sentry/node
 // ---------------------------------------------------------------------------
 
-/// (name, op, kind, parent name, status code, status message): the script's contract.
-const NODE_TREE: [(&str, &str, &str, Option<&str>, &str, Option<&str>); 4] = [
+/// The spans the Node script sends: its contract.
+const NODE_TREE: [ExpectedSpan; 4] = [
     ("GET /users", "http.server", "server", None, "ok", None),
     (
         "SELECT * FROM users",

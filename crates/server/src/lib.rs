@@ -37,11 +37,12 @@
 //! # Overload
 //!
 //! Ingest never queues without bound: at most
-//! [`ServerConfig::max_inflight_ingest`] requests, over HTTP and gRPC together,
+//! [`ServerConfig::max_inflight_ingest`] requests, over HTTP (OTLP and Sentry) and gRPC together,
 //! hold a body at once (the next is answered 503 / `UNAVAILABLE` at once), a body must arrive within
 //! [`ServerConfig::body_read_timeout`], and the storage answers `Overloaded` when
 //! its buffers are full. All three become 503 with `Retry-After` (gRPC:
-//! `UNAVAILABLE` with `RetryInfo`).
+//! `UNAVAILABLE` with `RetryInfo`; the Sentry endpoint: 429 with `Retry-After`
+//! and `X-Sentry-Rate-Limits`, which the Sentry SDKs honour).
 //!
 //! # Example
 //!
