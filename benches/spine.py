@@ -5,8 +5,10 @@
 
 Measures, on generated hipster-shop traffic:
   1. ingest over OTLP/HTTP protobuf with durability on (WAL fsync before ack):
-     spans per second and per server CPU-second (utime+stime of the server
-     process from /proc), and the server's peak RSS (VmHWM);
+     spans per second and per server CPU-second, and the server's peak RSS. The
+     server is stopped right after the generator finishes, so its CPU time
+     (utime+stime from wait4, minus what startup used) includes flushing every
+     span to Parquet, and its peak RSS (ru_maxrss) includes that flush;
   2. bytes per span at rest (Parquet after the shutdown flush) next to the raw
      OTLP protobuf bytes the generator sent for the same spans;
   3. read-your-writes: a span queried right after its acknowledgement;
@@ -49,14 +51,6 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def peak_rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 class Server:
     def __init__(self, data, extra=()):
         self.port = free_port()
@@ -85,6 +79,16 @@ class Server:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
         self.log.close()
+
+    def stop_with_usage(self):
+        """SIGTERM, wait for the exit; returns (CPU seconds, peak RSS bytes) of the whole run."""
+        self.proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.log.close()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
+        return usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
 
 
 def parquet_bytes(data):
@@ -121,9 +125,17 @@ def bench_ingest(workdir, traces, results):
                          check=True, capture_output=True, text=True)
     wall = time.time() - t0
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    cpu = cpu_seconds(pid) - cpu0
-    rss = peak_rss_bytes(pid)
+    cpu_at_last_ack = cpu_seconds(pid) - cpu0
+    # Stop at once: the shutdown flush writes what is still buffered, and its
+    # CPU belongs to these spans.
+    cpu_total, rss = server.stop_with_usage()
+    cpu = cpu_total - cpu0
     spans = summary["spans"]
+    at_rest = parquet_bytes(data)
+    catalog = catalog_bytes(data)
+    files = sum(len(f) for _, _, f in os.walk(os.path.join(data, "spans")))
+
+    server = Server(data)
     count = server.sql("SELECT count(*) FROM spans")["rows"][0][0]
 
     # Read-your-writes: query each span right after its acknowledgement.
@@ -137,14 +149,13 @@ def bench_ingest(workdir, traces, results):
         rows = server.sql(f"SELECT span_id FROM spans WHERE trace_id = '{trace_id}'")["rows"]
         seen += rows == [[span_id]]
     server.stop()
-    at_rest = parquet_bytes(data)
-    catalog = catalog_bytes(data)
     results += [
         ("ingest, OTLP/HTTP protobuf, WAL fsync on", f"{spans / wall:,.0f} spans/s wall ({spans:,} spans, {wall:.1f} s, client on the same 2 cores)"),
-        ("ingest per server CPU-second", f"{spans / cpu:,.0f} spans per CPU-s ({cpu:.1f} CPU-s) — target ≥ 300k"),
-        ("server peak RSS during ingest", f"{rss / 2**20:,.0f} MiB — target ≤ 1 GiB"),
+        ("ingest per server CPU-second, every span flushed to Parquet", f"{spans / cpu:,.0f} spans per CPU-s ({cpu:.1f} CPU-s) — target ≥ 300k"),
+        ("  (CPU up to the last ack, before the shutdown flush)", f"{spans / cpu_at_last_ack:,.0f} spans per CPU-s ({cpu_at_last_ack:.1f} CPU-s)"),
+        ("server peak RSS, ingest and shutdown flush", f"{rss / 2**20:,.0f} MiB — target ≤ 1 GiB"),
         ("spans counted by SQL after ingest", f"{count:,} (sent {spans:,})"),
-        ("bytes per span at rest (Parquet, zstd)", f"{at_rest / spans:.1f} B ({at_rest:,} B) — target ≤ 30 B"),
+        ("bytes per span at rest (Parquet, zstd)", f"{at_rest / spans:.1f} B ({at_rest:,} B in {files} files) — target ≤ 30 B"),
         ("catalog at rest (file list, statistics, per-file trace filters)", f"{catalog / spans:.1f} B per span ({catalog:,} B)"),
         ("raw OTLP protobuf per span (as sent)", f"{summary.get('payload_bytes', 0) / spans:.1f} B"),
         ("read-your-writes (query right after ack)", f"{seen}/{tries} seen"),
@@ -188,6 +199,7 @@ def main():
     parser.add_argument("--out")
     parser.add_argument("--skip-lookup", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the lakes (the path is printed)")
     args = parser.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"{BIN} missing: cargo build --release -p lighttrace-cli")
@@ -199,7 +211,10 @@ def main():
         if not args.skip_lookup:
             bench_lookup(workdir, args.lookup_spans, results)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"lakes kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     header = (f"\n## {time.strftime('%Y-%m-%d')} — {platform.node()}, {os.cpu_count()} cores ({cpu}), "
               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB\n\n"

@@ -45,7 +45,7 @@ install_python_packages() {
   local want
   want="$("$PYTHON" --version 2>&1) $(sha256sum tests/requirements.txt | cut -d' ' -f1)"
   if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-    && "$VENV/bin/python" -c 'import duckdb, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc, sentry_sdk, brotli' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import duckdb, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.zipkin.json, sentry_sdk, brotli' 2>/dev/null; then
     echo "venv $VENV is current"
     return
   fi

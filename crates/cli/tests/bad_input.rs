@@ -1,6 +1,7 @@
 //! Invariant 4 through the real binary: bad input to `POST /v1/traces` and to
-//! `POST /api/{project_id}/envelope/` (Sentry) gets a 4xx with a message, never
-//! crashes the server and never harms stored data.
+//! `POST /api/v2/spans` (Zipkin) and `POST /api/{project_id}/envelope/` (Sentry)
+//! gets a 4xx with a message, never crashes the server and never harms stored
+//! data.
 //!
 //! One server takes every case in turn; after each one it must still answer
 //! `/health`, hold exactly the spans it held before, and accept good data again.
@@ -233,19 +234,14 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[test]
-fn bad_otlp_input_gets_a_4xx_and_harms_nothing() {
-    let server = TestServer::start();
-    server.ingest(&good_request(0));
-    server.ingest(&good_request(1));
+/// Sends each case to `path`; after each, the server must answer `/health` and
+/// still hold `stored` spans. Returns what went wrong.
+fn run_cases(server: &TestServer, path: &str, cases: Vec<Case>, stored: i64) -> Vec<String> {
     let count_sql = "SELECT count(*) FROM spans";
-    let stored = server.query_i64(count_sql);
-    assert_eq!(stored, 10);
-
     let mut failures = Vec::new();
-    for case in cases() {
+    for case in cases {
         let response = server
-            .post("/v1/traces", &case.headers, &case.body)
+            .post(path, &case.headers, &case.body)
             .unwrap_or_else(|err| {
                 panic!(
                     "{}: no HTTP answer ({err}); did the server crash?\n{}",
@@ -293,6 +289,19 @@ fn bad_otlp_input_gets_a_4xx_and_harms_nothing() {
             case.name
         );
     }
+    failures
+}
+
+#[test]
+fn bad_otlp_input_gets_a_4xx_and_harms_nothing() {
+    let server = TestServer::start();
+    server.ingest(&good_request(0));
+    server.ingest(&good_request(1));
+    let count_sql = "SELECT count(*) FROM spans";
+    let stored = server.query_i64(count_sql);
+    assert_eq!(stored, 10);
+
+    let failures = run_cases(&server, "/v1/traces", cases(), stored);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // One good span and one with a zero trace id: either the whole request is
@@ -342,6 +351,135 @@ fn bad_otlp_input_gets_a_4xx_and_harms_nothing() {
         .expect("POST");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(server.query_i64(count_sql), stored + 10);
+}
+
+/// A Zipkin v2 JSON span of trace `trace` (hex), ending now.
+fn zipkin_span(trace: &str, id: u64, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "traceId": trace,
+        "id": format!("{id:016x}"),
+        "name": name,
+        "timestamp": now_ns() / 1000,
+        "duration": 150,
+        "localEndpoint": {"serviceName": "frontend"},
+    })
+}
+
+fn zipkin_cases() -> Vec<Case> {
+    let valid = serde_json::json!([zipkin_span("ab", 1, "x")]).to_string();
+    let mut random = vec![0u8; 4096];
+    rand_chacha::ChaCha8Rng::seed_from_u64(11).fill_bytes(&mut random);
+    // A span (without an id) with an unknown field nested 5000 arrays deep:
+    // skipping it must not overflow the stack.
+    let deep = format!(
+        r#"[{{"traceId":"1","timestamp":1,"extra":{}1{}}}]"#,
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    let case = |name, headers: Vec<(&'static str, &'static str)>, body: Vec<u8>, status| Case {
+        name,
+        headers,
+        body,
+        status: Some(status),
+    };
+    vec![
+        case(
+            "random bytes as protobuf",
+            vec![PROTOBUF],
+            random.clone(),
+            400,
+        ),
+        case("random bytes as JSON", vec![JSON], random, 400),
+        case(
+            "broken JSON",
+            vec![JSON],
+            br#"[{"traceId":"5b8e"#.to_vec(),
+            400,
+        ),
+        case(
+            "a JSON object instead of a list",
+            vec![JSON],
+            br#"{"traceId":"1","id":"1","timestamp":1}"#.to_vec(),
+            400,
+        ),
+        case(
+            "all-zero trace id",
+            vec![JSON],
+            serde_json::json!([zipkin_span("0", 1, "x")])
+                .to_string()
+                .into_bytes(),
+            400,
+        ),
+        case(
+            "trace id of 33 hex digits",
+            vec![JSON],
+            serde_json::json!([zipkin_span(&"1".repeat(33), 1, "x")])
+                .to_string()
+                .into_bytes(),
+            400,
+        ),
+        case(
+            "timestamp past the year 2262",
+            vec![JSON],
+            br#"[{"traceId":"1","id":"1","timestamp":99999999999999999999}]"#.to_vec(),
+            400,
+        ),
+        case(
+            "unknown field nested 5000 arrays deep",
+            vec![JSON],
+            deep.into_bytes(),
+            400,
+        ),
+        case(
+            "gzip header on a body that is not gzip",
+            vec![JSON, GZIP],
+            valid.clone().into_bytes(),
+            400,
+        ),
+        case(
+            "unknown content type",
+            vec![("content-type", "application/x-thrift")],
+            valid.into_bytes(),
+            415,
+        ),
+        case(
+            "gzip bomb (1 GiB of zeros)",
+            vec![JSON, GZIP],
+            gzip_bomb(1024),
+            413,
+        ),
+    ]
+}
+
+/// Hostile input to the Zipkin receiver (`POST /api/v2/spans`) through the
+/// real binary: each a 4xx with a message; the server keeps running and keeps
+/// its data.
+#[test]
+fn bad_zipkin_input_gets_a_4xx_and_harms_nothing() {
+    let server = TestServer::start();
+    let good = |n: u64| {
+        let spans: Vec<_> = (0..3)
+            .map(|i| zipkin_span("5b8efff798038103d269b633813fc60c", n * 10 + i + 1, "good"))
+            .collect();
+        serde_json::Value::from(spans).to_string().into_bytes()
+    };
+    let post_good = |n: u64| {
+        let response = server
+            .post("/api/v2/spans", &[JSON], &good(n))
+            .expect("POST");
+        assert_eq!(response.status, 202, "{}", response.text());
+    };
+    post_good(0);
+    let stored = server.query_i64("SELECT count(*) FROM spans");
+    assert_eq!(stored, 3);
+    let failures = run_cases(&server, "/api/v2/spans", zipkin_cases(), stored);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    post_good(1);
+    let response = server
+        .post("/api/v2/spans", &[JSON, GZIP], &gzip(&good(2)))
+        .expect("POST");
+    assert_eq!(response.status, 202, "{}", response.text());
+    assert_eq!(server.query_i64("SELECT count(*) FROM spans"), stored + 6);
 }
 
 #[test]

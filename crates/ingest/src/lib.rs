@@ -1,13 +1,14 @@
-//! Receivers' decoders: wire formats (OTLP, Sentry envelopes) in, Arrow
-//! `spans` (and `errors`) batches out.
+//! Receivers' decoders: wire formats (OTLP, Zipkin v2, Sentry envelopes) in,
+//! Arrow `spans` (and `errors`) batches out.
 //!
 //! This crate is the "decode to Arrow RecordBatch" stage of the data path in
 //! `DESIGN.md`. It is pure: no sockets, no files, no clocks, so every function
 //! here can be unit-tested and fuzzed (see the top-level `fuzz/` folder).
 //!
 //! ```text
-//! HTTP / gRPC body ──► decompress ──► decode_otlp_traces ──► RecordBatch ──► WAL
-//!   (server crate)     (this crate)     (this crate)         (spans_schema)  (storage)
+//! HTTP / gRPC body ──► decompress ──► decode_otlp_traces  ──► RecordBatch ──► WAL
+//!   (server crate)     (this crate)     decode_zipkin_spans   (spans_schema)  (storage)
+//!                                       (this crate)
 //!                                             │
 //!                     encode_traces_response ◄┘ accepted / rejected counts
 //!
@@ -16,11 +17,12 @@
 //! ```
 //!
 //! The server calls [`decompress`] with the request's `Content-Encoding` and its
-//! body limit, then [`decode_otlp_traces`] with the encoding chosen from the
-//! `Content-Type`, writes [`DecodedSpans::batch`] to the WAL, and answers with
-//! [`encode_traces_response`]. [`IngestError`] says which HTTP status fits:
-//! `Malformed` and `BadCompression` are 400, `TooLarge` is 413,
-//! `UnsupportedContentEncoding` is 415.
+//! body limit, then [`decode_otlp_traces`] (or [`decode_zipkin_spans`]) with
+//! the encoding chosen from the `Content-Type`, writes [`DecodedSpans::batch`]
+//! to the WAL, and answers with [`encode_traces_response`] (Zipkin: 202).
+//! [`IngestError`] says which HTTP status fits: `Malformed` and
+//! `BadCompression` are 400, `TooLarge` is 413, `UnsupportedContentEncoding`
+//! is 415.
 //!
 //! # OTLP to the `spans` table
 //!
@@ -64,6 +66,77 @@
 //! (at most 1 GiB): resource attributes are copied onto each of their spans, and
 //! a small body must not be able to make a huge batch.
 //!
+//! # Zipkin v2 to the `spans` table
+//!
+//! [`decode_zipkin_spans`] reads the body of `POST /api/v2/spans`: a JSON
+//! array of Zipkin v2 spans, or a proto3 `zipkin.proto3.ListOfSpans`. Each span
+//! is read (strings borrowed from the body), checked and appended to the
+//! builder before the next one is read; there is no intermediate JSON tree.
+//!
+//! | Zipkin v2 | `spans` column |
+//! |---|---|
+//! | `traceId`: 1 to 32 hex digits (16 = a 64-bit id, 32 = 128-bit), any case; protobuf: 8 or 16 bytes | `trace_id`, left-padded with zeros to 32 digits: `463ac35c9f6413ad` is `0000000000000000463ac35c9f6413ad` |
+//! | `id`: 1 to 16 hex digits; protobuf: 8 bytes | `span_id`, left-padded to 16 |
+//! | `parentId` | `parent_span_id`; absent, empty or all zeros: null (a root) |
+//! | `name` | `name` (absent: empty) |
+//! | `kind`: `CLIENT`, `SERVER`, `PRODUCER`, `CONSUMER` (any case) | `client`, `server`, `producer`, `consumer` |
+//! | `kind` absent or `null` (protobuf: 0) | `internal`: Zipkin's "local span", and what the OpenTelemetry exporters send for an internal span |
+//! | `kind` of another value | `unspecified` |
+//! | `timestamp` (µs since the epoch) | `start_time` = `timestamp` × 1000 |
+//! | `duration` (µs) | `end_time` = `start_time` + `duration` × 1000; absent: 0 |
+//! | `localEndpoint.serviceName` | `service_name` and `resource_attributes['service.name']`; absent or empty: `unknown_service` (and no resource attribute) |
+//! | `tags` | `attributes`, every value a string (no `attribute_types` entry); a number or boolean sent as a tag value is kept as its JSON text, a `null` one is left out; of a key given twice the last value wins |
+//! | `tags['otel.status_code']`: `OK`, `ERROR`, `UNSET` | `status_code` `ok`, `error`, `unset` |
+//! | `tags['error']` (when `otel.status_code` is absent or another value) | `status_code` = `error` |
+//! | `tags['error']`, else `tags['otel.status_description']`, when not empty and the status is `error` | `status_message` |
+//! | `tags['otel.scope.name']` / `['otel.scope.version']` (else `otel.library.name` / `.version`) | `scope_name` / `scope_version` |
+//! | `annotations[i]`: `timestamp`, `value` | an event at `timestamp` × 1000 named `value`, no attributes |
+//! | an annotation `value` of the form `{"<name>": {<attributes>}}` (how the OpenTelemetry exporters write span events) | an event named `<name>` with those attributes: strings as they are; integers `int`, other numbers `double`, booleans `bool` (in `attribute_types`); `null` as an empty string; arrays and objects as their JSON text |
+//! | `localEndpoint.ipv4` (else `.ipv6`) | `attributes['network.local.address']` |
+//! | `localEndpoint.ipv6`, when there is also an `ipv4` | `attributes['zipkin.local_endpoint.ipv6']` |
+//! | `localEndpoint.port` (1 to 65535) | `attributes['network.local.port']`, type `int` |
+//! | `remoteEndpoint.serviceName` | `attributes['peer.service']` |
+//! | `remoteEndpoint.ipv4` (else `.ipv6`) | `attributes['network.peer.address']` |
+//! | `remoteEndpoint.ipv6`, when there is also an `ipv4` | `attributes['zipkin.remote_endpoint.ipv6']` |
+//! | `remoteEndpoint.port` (1 to 65535) | `attributes['network.peer.port']`, type `int` |
+//! | `debug`, `shared` (when sent, also `false`) | `attributes['zipkin.debug']`, `attributes['zipkin.shared']`, type `bool` |
+//! | (none) | `source` = `zipkin`; `project` = the caller's argument; `trace_state`, `links`: empty |
+//!
+//! The attributes derived from endpoints and flags use the OpenTelemetry
+//! semantic convention names where one fits (`network.*`, `peer.service`); a
+//! tag of the same key wins over them. Tags are kept as sent, the ones the
+//! status and scope are read from included. Zipkin has no resource: the
+//! OpenTelemetry exporters copy the resource attributes into every span's
+//! tags, so `service.version` and the like are in `attributes` for a span
+//! that came through Zipkin (`resource_attributes` only holds `service.name`).
+//! In protobuf, IP addresses are bytes and are rendered as text (`10.0.0.1`,
+//! `2001:db8::1`); an address of another length is left out.
+//!
+//! A span is rejected (counted in [`DecodedSpans::rejected`], the rest kept)
+//! when its `traceId` or `id` is missing, not hex, too long or all zeros, its
+//! `parentId` is not hex, its `timestamp` is missing or 0, negative, not a
+//! whole number or past the year 2262 in nanoseconds, its `duration` is
+//! negative or too large, or an annotation has no timestamp (or, in JSON, no
+//! value). The whole request is [`IngestError::Malformed`] when it is not a
+//! JSON array of objects (or not a valid `ListOfSpans`), or a known field has
+//! the wrong JSON type (`"traceId": 5`, a tag value that is an object): a
+//! client with such a bug should hear about it rather than lose spans
+//! silently. Unknown fields are skipped, `null` is the same as absent, and a
+//! field given twice keeps its last value.
+//!
+//! ```
+//! use arrow::array::AsArray;
+//! use lighttrace_ingest::{ZipkinEncoding, decode_zipkin_spans};
+//!
+//! let body = br#"[{"traceId":"463ac35c9f6413ad","id":"a2fb4a1d1a96d312","name":"GET /cart",
+//!     "timestamp":1714564800000000,"duration":1500,"kind":"SERVER",
+//!     "localEndpoint":{"serviceName":"frontend","port":8080},"tags":{"http.route":"/cart"}}]"#;
+//! let decoded = decode_zipkin_spans(body, ZipkinEncoding::Json, "default")?;
+//! assert_eq!((decoded.accepted, decoded.rejected), (1, 0));
+//! let column = |name| decoded.batch.column_by_name(name).unwrap().as_string::<i32>().value(0);
+//! assert_eq!(column("trace_id"), "0000000000000000463ac35c9f6413ad");
+//! assert_eq!(column("kind"), "server");
+//! assert_eq!(column("source"), "zipkin");
 //! # Sentry envelopes to the `spans` and `errors` tables
 //!
 //! [`decode_sentry_envelope`] reads what the Sentry SDKs send to
@@ -243,6 +316,7 @@ mod compression;
 mod otlp;
 mod protobuf;
 mod sentry;
+mod zipkin;
 
 pub use compression::decompress;
 #[doc(hidden)]
@@ -253,6 +327,7 @@ pub use sentry::{
     decode_sentry_envelope, parse_sentry_envelope, sentry_key_from_auth_header,
     sentry_key_from_dsn, sentry_key_from_query,
 };
+pub use zipkin::{ZipkinEncoding, decode_zipkin_spans};
 
 /// The wire encoding of an OTLP/HTTP request (and of its response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -234,16 +234,24 @@ pub(crate) struct Rejections {
 
 impl Rejections {
     pub(crate) fn add(&mut self, resource: usize, scope: usize, span: usize, why: &Rejection) {
+        self.push(format_args!(
+            "span {span} of scope {scope} of resource {resource}: {why}"
+        ));
+    }
+
+    /// A rejected span of a request that is a flat list of spans (Zipkin).
+    pub(crate) fn add_span(&mut self, span: usize, why: &dyn fmt::Display) {
+        self.push(format_args!("span {span}: {why}"));
+    }
+
+    fn push(&mut self, reason: fmt::Arguments<'_>) {
         use fmt::Write as _;
         self.count += 1;
         if self.count <= MAX_LISTED_REJECTIONS {
             if !self.listed.is_empty() {
                 self.listed.push_str("; ");
             }
-            let _ = write!(
-                self.listed,
-                "span {span} of scope {scope} of resource {resource}: {why}"
-            );
+            let _ = self.listed.write_fmt(reason);
         }
     }
 

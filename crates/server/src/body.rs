@@ -40,6 +40,24 @@ pub(crate) fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
+/// The request's `Content-Encoding`, trimmed; 415 when it is not ASCII text.
+pub(crate) fn content_encoding(
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    match headers.get(axum::http::header::CONTENT_ENCODING) {
+        None => Ok(None),
+        Some(value) => Ok(Some(
+            value
+                .to_str()
+                .map_err(|_| {
+                    ApiError::unsupported_media_type("Content-Encoding is not ASCII text")
+                })?
+                .trim()
+                .to_owned(),
+        )),
+    }
+}
+
 /// Collects `body`, failing with 413 past `max_bytes` (early, when the declared
 /// `Content-Length` is already too large) and with 503 past the deadline.
 pub(crate) async fn read_body(

@@ -24,13 +24,13 @@
 //! as "the request was not sent in time" and silently resend it, which would run
 //! the expensive query again.
 //!
-//! The body format depends on the endpoint: the SQL API and the Sentry envelope
-//! endpoint answer `{"error": "…"}`, the OTLP receiver answers a
-//! `google.rpc.Status` in the request's encoding. The Sentry endpoint answers
-//! every 503 with a `Retry-After` as 429 instead, with the same `Retry-After`
-//! and an `X-Sentry-Rate-Limits: SECONDS::organization` header: that is what the
-//! Sentry SDKs understand as "back off" (they drop what they would send until
-//! then, rather than retrying a 503).
+//! The body format depends on the endpoint: the SQL API, the Zipkin receiver and
+//! the Sentry envelope endpoint answer `{"error": "…"}`, the OTLP receiver
+//! answers a `google.rpc.Status` in the request's encoding. The Sentry endpoint
+//! answers every 503 with a `Retry-After` as 429 instead, with the same
+//! `Retry-After` and an `X-Sentry-Rate-Limits: SECONDS::organization` header:
+//! that is what the Sentry SDKs understand as "back off" (they drop what they
+//! would send until then, rather than retrying a 503).
 //! OTLP/gRPC answers the gRPC status of the third column (`From<ApiError> for
 //! tonic::Status`): `RESOURCE_EXHAUSTED` carries no `RetryInfo`, so OTLP clients
 //! do not retry a request that is too large; `UNAVAILABLE` always carries one,

@@ -1,5 +1,5 @@
-//! LightTrace's servers: the OTLP/HTTP receiver and the SQL API on one port (axum),
-//! the OTLP/gRPC receiver on another (tonic).
+//! LightTrace's servers: the OTLP/HTTP and Zipkin receivers and the SQL API on
+//! one port (axum), the OTLP/gRPC receiver on another (tonic).
 //!
 //! This crate sits between the network and the rest of the data path: a request
 //! body is decoded by `lighttrace-ingest`, written by `lighttrace-storage` (durable
@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `POST /v1/traces` | OTLP/HTTP traces: `application/x-protobuf` or `application/json`, gzip or identity. Answers an `ExportTraceServiceResponse` in the request's encoding, with `partialSuccess` when some spans were rejected. Errors carry a `google.rpc.Status`. |
 //! | `POST /api/{project_id}/envelope/` | Sentry envelopes from the unmodified Sentry SDKs (DSN `http://KEY@HOST:PORT/PROJECT_ID`): transactions and span items become `spans` rows of the project `PROJECT_ID`; gzip, br, deflate or identity; any or no `Content-Type`. 200 `{"id": "…"}`; 400 `{"error": "…"}` for a malformed envelope; 413 over a size limit; 429 with `Retry-After` and `X-Sentry-Rate-Limits` under overload; 501 for envelopes with error events until the `errors` table exists. See `sentry.rs`. |
+//! | `POST /api/v2/spans` | Zipkin v2: a JSON array of spans (`application/json`, also when `Content-Type` is missing) or a proto3 `ListOfSpans` (`application/x-protobuf`), gzip or identity. 202 on success (with `{"rejectedSpans", "errorMessage"}` when some spans were invalid). Errors are `{"error": "…"}`. |
 //! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
 //! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
 //!
@@ -79,22 +80,24 @@ pub mod encode;
 mod error;
 mod grpc;
 mod otlp;
+mod receive;
 mod sentry;
 mod sql;
-mod wal;
+mod zipkin;
 
 pub use encode::ARROW_STREAM_CONTENT_TYPE;
 pub use error::ApiError;
 pub use grpc::{TRACE_SERVICE_NAME, TraceGrpcService, serve_grpc};
 pub use otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder};
+pub use receive::{ReceiverWalDecoder, wal_decoder};
 pub use sentry::{SENTRY_ENVELOPE_WAL_KIND, SentryWalDecoder};
-pub use wal::{ReceiverWalDecoder, wal_decoder};
+pub use zipkin::{ZIPKIN_WAL_KIND, ZipkinWalDecoder};
 
 /// The project of every request until authentication exists.
 pub const DEFAULT_PROJECT: &str = "default";
 
 /// Limits of the HTTP and gRPC servers. The defaults suit a laptop. The ingest
-/// limits hold for OTLP/HTTP and OTLP/gRPC alike; where a field says 413, gRPC
+/// limits hold for OTLP/HTTP, OTLP/gRPC and Zipkin alike; where a field says 413, gRPC
 /// answers `RESOURCE_EXHAUSTED`, and where it says 503, `UNAVAILABLE` with a
 /// `RetryInfo`.
 #[derive(Debug, Clone)]
@@ -164,7 +167,7 @@ impl Shared {
     }
 
     /// One of the permits every ingest request holds until its spans are written
-    /// (OTLP over HTTP and gRPC alike), taken without waiting: when
+    /// (OTLP over HTTP and gRPC, Zipkin), taken without waiting: when
     /// [`ServerConfig::max_inflight_ingest`] requests are in flight, the next one
     /// is refused at once.
     pub(crate) fn ingest_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
@@ -214,6 +217,7 @@ fn router(shared: Shared) -> Router {
         .route("/v1/traces", post(otlp::export_traces))
         .route("/api/{project_id}/envelope/", post(sentry::envelope))
         .route("/api/{project_id}/envelope", post(sentry::envelope))
+        .route("/api/v2/spans", post(zipkin::post_spans))
         .route("/api/v1/sql", post(sql::run_sql))
         .route("/health", get(health))
         .route("/ready", get(health))

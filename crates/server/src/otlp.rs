@@ -15,9 +15,8 @@
 //!    200, with `partialSuccess` counting the invalid ones.
 //!
 //! Steps 4 and 5 are `ingest_traces`, which the OTLP/gRPC receiver (`grpc.rs`)
-//! calls with the message bytes of an `Export` call.
-
-use std::borrow::Cow;
+//! calls with the message bytes of an `Export` call; they are the path every
+//! receiver shares (`receive.rs`).
 
 use arrow::array::RecordBatch;
 use axum::body::Body;
@@ -25,18 +24,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use lighttrace_ingest::{
-    DecodedSpans, IngestError, OtlpEncoding, decode_otlp_traces, decompress, encode_traces_response,
-};
+use lighttrace_ingest::{OtlpEncoding, decode_otlp_traces, encode_traces_response};
 use lighttrace_storage::WalRecordDecoder;
 
-use crate::body::{BodyLimits, content_length, read_body};
+use crate::body::{BodyLimits, content_encoding, content_length, read_body};
 use crate::error::{ApiError, ErrorFormat};
+use crate::receive::{Ingested, Receiver, decode_request_record, ingest_spans};
 use crate::{DEFAULT_PROJECT, Shared};
-
-/// Bodies up to this size, uncompressed, are decoded on the request's task; larger
-/// ones on the blocking pool so they do not hold up the reactor.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
 
 /// The two OTLP/HTTP encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,18 +110,7 @@ async fn ingest(
     // Held until the spans are written: it bounds the memory held by requests.
     let _permit = shared.ingest_permit()?;
 
-    let content_encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| {
-                    ApiError::unsupported_media_type("Content-Encoding is not ASCII text")
-                })?
-                .trim()
-                .to_owned(),
-        ),
-    };
+    let content_encoding = content_encoding(headers)?;
     let body = read_body(
         body,
         content_length(headers),
@@ -152,120 +135,45 @@ async fn ingest(
         .into_response())
 }
 
-/// What became of an export request that was acknowledged.
-#[derive(Debug)]
-pub(crate) struct Ingested {
-    /// Spans left out as invalid (the answer's partial success).
-    pub rejected: usize,
-    /// Why, for the partial success's `error_message`.
-    pub rejection_message: Option<String>,
-}
-
-/// The receivers' common part (OTLP/HTTP and OTLP/gRPC): decompresses and decodes
-/// `body` (on the blocking pool unless small), refuses a request whose every span
-/// is invalid, and otherwise writes the valid spans, logging the request in the
-/// WAL. When this returns `Ok`, the spans are durable and visible.
+/// The receivers' common part (OTLP/HTTP and OTLP/gRPC): decodes `body` and
+/// writes its valid spans, logging the request in the WAL (see
+/// [`ingest_spans`]). When this returns `Ok`, the spans are durable and visible.
 pub(crate) async fn ingest_traces(
     shared: &Shared,
     body: Bytes,
     content_encoding: Option<String>,
     encoding: OtlpEncoding,
 ) -> Result<Ingested, ApiError> {
-    let is_identity = content_encoding
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));
-    let inline = is_identity && body.len() <= INLINE_DECODE_BYTES;
-    let max_decompressed = shared.state.config.max_decompressed_bytes;
-    let decode = move || {
-        decode(
-            &body,
-            content_encoding.as_deref(),
-            max_decompressed,
-            encoding,
-        )
+    let receiver = Receiver {
+        name: "OTLP",
+        wal_kind: OTLP_TRACES_WAL_KIND,
+        wal_encoding: wal_encoding_byte(encoding),
     };
-    let decoded = if inline {
-        decode()?
-    } else {
-        tokio::task::spawn_blocking(decode)
-            .await
-            .map_err(|err| ApiError::internal("OTLP decode task failed", err))??
-    };
-
-    let (
-        DecodedSpans {
-            batch,
-            accepted,
-            rejected,
-            rejection_message,
-            ..
-        },
-        wal_record,
-    ) = decoded;
-    if accepted == 0 && rejected > 0 {
-        // Nothing to keep: the request as a whole is invalid (OTLP: 400 /
-        // INVALID_ARGUMENT, not a partial success).
-        let reasons = rejection_message.as_deref().unwrap_or("invalid spans");
-        return Err(ApiError::bad_request(format!(
-            "every span was rejected ({rejected}): {reasons}"
-        )));
-    }
-    if batch.num_rows() > 0 {
-        let lake = &shared.state.lake;
-        if let (Some(record), true) = (wal_record, lake.config().wal_decoder.is_some()) {
-            // The WAL keeps the (decompressed) request, a fraction of the Arrow
-            // data's size; replay decodes it again with `OtlpWalDecoder`.
-            lake.write_logged(batch, OTLP_TRACES_WAL_KIND, record)
-                .await?;
-        } else {
-            lake.write(batch).await?;
-        }
-    }
-    tracing::debug!(accepted, rejected, "OTLP traces ingested");
-    Ok(Ingested {
-        rejected,
-        rejection_message,
-    })
-}
-
-/// Decodes the request; also returns its WAL record (see [`OtlpWalDecoder`]).
-fn decode(
-    body: &Bytes,
-    content_encoding: Option<&str>,
-    max_decompressed: usize,
-    encoding: OtlpEncoding,
-) -> Result<(DecodedSpans, Option<Vec<Bytes>>), IngestError> {
-    let raw = decompress(body, content_encoding, max_decompressed)?;
-    let decoded = decode_otlp_traces(&raw, encoding, DEFAULT_PROJECT)?;
-    // An uncompressed request is logged from the body itself, without a copy.
-    let raw = match raw {
-        Cow::Borrowed(_) => body.clone(),
-        Cow::Owned(inflated) => Bytes::from(inflated),
-    };
-    Ok((decoded, encode_wal_record(encoding, DEFAULT_PROJECT, raw)))
+    ingest_spans(
+        shared,
+        receiver,
+        body,
+        content_encoding,
+        DEFAULT_PROJECT,
+        move |request, project| decode_otlp_traces(request, encoding, project),
+    )
+    .await
 }
 
 /// WAL record kind of an OTLP trace export request.
 pub const OTLP_TRACES_WAL_KIND: u8 = 16;
 
-/// `[encoding: 0 protobuf, 1 JSON][project length: u16 LE][project][request bytes]`,
-/// in two parts (header, request); `None` for a project name too long for its
-/// length field (the batch is then logged as Arrow instead).
-fn encode_wal_record(encoding: OtlpEncoding, project: &str, request: Bytes) -> Option<Vec<Bytes>> {
-    let project = project.as_bytes();
-    let project_len = u16::try_from(project.len()).ok()?;
-    let mut header = Vec::with_capacity(3 + project.len());
-    header.push(match encoding {
+/// The encoding byte of an OTLP request record (see [`crate::receive`]).
+fn wal_encoding_byte(encoding: OtlpEncoding) -> u8 {
+    match encoding {
         OtlpEncoding::Protobuf => 0,
         OtlpEncoding::Json => 1,
-    });
-    header.extend_from_slice(&project_len.to_le_bytes());
-    header.extend_from_slice(project);
-    Some(vec![Bytes::from(header), request])
+    }
 }
 
-/// Replays the OTLP requests the receiver logged in the WAL: decoding is
-/// deterministic, so replay yields the rows the request was acknowledged with.
+/// Replays the OTLP requests the receiver logged in the WAL (kind
+/// [`OTLP_TRACES_WAL_KIND`]): decoding is deterministic, so replay yields the
+/// rows the request was acknowledged with.
 pub struct OtlpWalDecoder;
 
 impl WalRecordDecoder for OtlpWalDecoder {
@@ -273,21 +181,12 @@ impl WalRecordDecoder for OtlpWalDecoder {
         if kind != OTLP_TRACES_WAL_KIND {
             return Err(format!("unknown WAL record kind {kind}"));
         }
-        let (&encoding, rest) = body.split_first().ok_or("empty OTLP WAL record")?;
+        let (encoding, project, request) = decode_request_record("OTLP", body)?;
         let encoding = match encoding {
             0 => OtlpEncoding::Protobuf,
             1 => OtlpEncoding::Json,
             other => return Err(format!("unknown OTLP encoding {other} in WAL record")),
         };
-        let len = rest
-            .get(..2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-            .ok_or("truncated OTLP WAL record")?;
-        let project = rest
-            .get(2..2 + len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .ok_or("bad project in OTLP WAL record")?;
-        let request = &rest[2 + len..];
         decode_otlp_traces(request, encoding, project)
             .map(|decoded| decoded.batch)
             .map_err(|e| e.to_string())
@@ -297,6 +196,7 @@ impl WalRecordDecoder for OtlpWalDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receive::encode_request_record;
 
     fn headers(content_type: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -313,17 +213,13 @@ mod tests {
         let direct = decode_otlp_traces(json, OtlpEncoding::Json, "p7")
             .unwrap()
             .batch;
-        let record = encode_wal_record(OtlpEncoding::Json, "p7", Bytes::from_static(json))
-            .unwrap()
-            .concat();
-        assert!(
-            encode_wal_record(
-                OtlpEncoding::Json,
-                &"p".repeat(70_000),
-                Bytes::from_static(json)
-            )
-            .is_none()
-        );
+        let record = encode_request_record(
+            wal_encoding_byte(OtlpEncoding::Json),
+            "p7",
+            Bytes::from_static(json),
+        )
+        .unwrap()
+        .concat();
         let replayed = OtlpWalDecoder
             .decode(OTLP_TRACES_WAL_KIND, &record)
             .unwrap();

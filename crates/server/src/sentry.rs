@@ -66,8 +66,9 @@ use lighttrace_ingest::{
 use lighttrace_storage::WalRecordDecoder;
 
 use crate::Shared;
-use crate::body::{BodyLimits, content_length, read_body};
+use crate::body::{BodyLimits, content_encoding, content_length, read_body};
 use crate::error::{ApiError, ErrorFormat};
+use crate::receive::INLINE_DECODE_BYTES;
 
 /// WAL record kind of a Sentry envelope (see the module docs for its layout).
 pub const SENTRY_ENVELOPE_WAL_KIND: u8 = 17;
@@ -77,9 +78,6 @@ const WAL_RECORD_VERSION: u8 = 1;
 
 /// Bytes of a record before the project name.
 const WAL_HEADER_LEN: usize = 1 + 8 + 16 + 2;
-
-/// Bodies up to this size, uncompressed, are decoded on the request's task.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
 
 /// The longest project id in a URL.
 const MAX_PROJECT_ID_LEN: usize = 64;
@@ -155,18 +153,7 @@ async fn ingest(
     let request_key = sentry_key(headers, query);
     // Held until the spans are written: it bounds the memory held by requests.
     let _permit = shared.ingest_permit()?;
-    let content_encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| {
-                    ApiError::unsupported_media_type("Content-Encoding is not ASCII text")
-                })?
-                .trim()
-                .to_owned(),
-        ),
-    };
+    let content_encoding = content_encoding(headers)?;
     let body = read_body(
         body,
         content_length(headers),

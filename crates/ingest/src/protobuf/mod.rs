@@ -26,7 +26,7 @@
 
 mod schema;
 mod values;
-mod wire;
+pub(crate) mod wire;
 
 use lighttrace_model::{
     Attr, AttrType, BatchSizing, PendingEvent, PendingLink, SharedAttributes, SpanBatchBuilder,
