@@ -137,6 +137,9 @@
 //! assert_eq!(column("trace_id"), "0000000000000000463ac35c9f6413ad");
 //! assert_eq!(column("kind"), "server");
 //! assert_eq!(column("source"), "zipkin");
+//! # Ok::<(), lighttrace_ingest::IngestError>(())
+//! ```
+//!
 //! # Sentry envelopes to the `spans` and `errors` tables
 //!
 //! [`decode_sentry_envelope`] reads what the Sentry SDKs send to
