@@ -1,11 +1,12 @@
 //! The span and log model shared by every stage of LightTrace.
 //!
 //! This crate owns the Arrow schemas of the `spans` table (the SQL contract of
-//! `DESIGN.md`) and of the `logs` table (below), the id types, and
-//! [`SpanBatchBuilder`] and [`LogBatchBuilder`], the one place that turns
-//! decoded spans and log records into Arrow `RecordBatch`es. Receivers
-//! (`lighttrace-ingest`) decode wire formats straight into these builders;
-//! storage and query only ever see the resulting batches.
+//! `DESIGN.md`), of the `logs` table (below) and of the `errors` table (Sentry
+//! error events, [`errors_schema`]), the id types, and [`SpanBatchBuilder`],
+//! [`LogBatchBuilder`] and [`ErrorBatchBuilder`], the one place that turns
+//! decoded spans, log records and error events into Arrow `RecordBatch`es.
+//! Receivers (`lighttrace-ingest`) decode wire formats straight into these
+//! builders; storage and query only ever see the resulting batches.
 //!
 //! # Attribute values
 //!
@@ -15,7 +16,7 @@
 //!
 //! * `attributes: Map<Utf8, Utf8>`: every attribute, its value rendered as text;
 //! * `attribute_types: Map<Utf8, Utf8>`: the type of each attribute that is *not*
-//!   a string (`int`, `double`, `bool`, `bytes`, `array`, `kvlist`).
+//!   a string (`int`, `double`, `bool`, `bytes`, `array`, `kvlist`, `json`).
 //!
 //! The renderings are chosen so that the type plus the text give back the exact
 //! original value:
@@ -29,6 +30,7 @@
 //! | bytes | standard base64 with padding |
 //! | array | the OTLP/JSON encoding of the array's values: `[{"stringValue":"a"},{"intValue":"1"}]` |
 //! | kvlist | the OTLP/JSON encoding of the list's values: `[{"key":"k","value":{"boolValue":true}}]` |
+//! | json | a JSON object or array from a Sentry SDK (span `data`, attribute values), as compact JSON text |
 //!
 //! Resource attributes (`resource_attributes` / `resource_attribute_types`), and
 //! the attributes of events and links, follow the same rules.
@@ -114,6 +116,7 @@
 //! ```
 
 mod builder;
+mod errors;
 mod ids;
 mod log_builder;
 mod schema;
@@ -124,6 +127,7 @@ pub use builder::{
     Attr, AttrType, BatchSizing, EventRecord, LinkRecord, PendingAttr, PendingEvent, PendingLink,
     PendingValue, RenderedAttributes, SharedAttributes, SpanBatchBuilder, SpanRecord,
 };
+pub use errors::{ErrorBatchBuilder, ErrorRecord};
 pub use ids::{IdError, SpanId, TraceId, hex_lower};
 pub use log_builder::{LogBatchBuilder, LogBody, LogRecord};
 pub use schema::{

@@ -26,6 +26,11 @@
 //! | 18 ([`ZIPKIN_WAL_KIND`]) | Zipkin v2 `POST /api/v2/spans` | 0 JSON, 1 protobuf |
 //! | 19 ([`OTLP_LOGS_WAL_KIND`]) | OTLP logs, HTTP (`POST /v1/logs`) and gRPC | 0 protobuf, 1 JSON |
 //!
+//! The Sentry envelope receiver (`sentry.rs`) has its own path and record
+//! layout, kind 17 ([`SENTRY_ENVELOPE_WAL_KIND`]): an envelope also carries
+//! error events, answers with an event id, and replays with the time it was
+//! received; `sentry.rs` documents its bytes.
+//!
 //! Decoding is deterministic, so replay yields the rows the request was
 //! acknowledged with. A record of a kind this server does not know fails the
 //! replay loudly rather than dropping acknowledged spans or log records.
@@ -41,11 +46,12 @@ use lighttrace_storage::WalRecordDecoder;
 use crate::Shared;
 use crate::error::ApiError;
 use crate::otlp::{OTLP_LOGS_WAL_KIND, OTLP_TRACES_WAL_KIND, OtlpLogsWalDecoder, OtlpWalDecoder};
+use crate::sentry::{SENTRY_ENVELOPE_WAL_KIND, SentryWalDecoder};
 use crate::zipkin::{ZIPKIN_WAL_KIND, ZipkinWalDecoder};
 
 /// Bodies up to this size, uncompressed, are decoded on the request's task; larger
 /// ones on the blocking pool so they do not hold up the reactor.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
+pub(crate) const INLINE_DECODE_BYTES: usize = 64 * 1024;
 
 /// A receiver, as [`ingest_records`] needs to know it.
 #[derive(Debug, Clone, Copy)]
@@ -224,6 +230,7 @@ impl WalRecordDecoder for ReceiverWalDecoder {
     fn decode(&self, kind: u8, body: &[u8]) -> Result<Vec<RecordBatch>, String> {
         match kind {
             OTLP_TRACES_WAL_KIND => OtlpWalDecoder.decode(kind, body),
+            SENTRY_ENVELOPE_WAL_KIND => SentryWalDecoder.decode(kind, body),
             ZIPKIN_WAL_KIND => ZipkinWalDecoder.decode(kind, body),
             OTLP_LOGS_WAL_KIND => OtlpLogsWalDecoder.decode(kind, body),
             other => Err(format!("unknown WAL record kind {other}")),
@@ -260,5 +267,12 @@ mod tests {
     fn unknown_kinds_fail_the_replay() {
         let err = ReceiverWalDecoder.decode(99, b"").unwrap_err();
         assert_eq!(err, "unknown WAL record kind 99");
+        for kind in [
+            OTLP_TRACES_WAL_KIND,
+            SENTRY_ENVELOPE_WAL_KIND,
+            ZIPKIN_WAL_KIND,
+        ] {
+            assert!(ReceiverWalDecoder.decode(kind, b"").is_err(), "{kind}");
+        }
     }
 }
