@@ -118,7 +118,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             waterfall::render(
                 &trace,
                 &waterfall::Style {
-                    color: terminal && !no_color(),
+                    color: wants_color(terminal, std::env::var_os("NO_COLOR")),
                     width: args.width.unwrap_or_else(|| terminal_width(terminal)),
                 },
             )
@@ -157,9 +157,10 @@ async fn fetch(server: &str, id: &str, key: Option<&str>) -> anyhow::Result<Trac
     serde_json::from_slice(&body).context("the server's answer is not a trace")
 }
 
-/// NO_COLOR (no-color.org): set and not empty turns colour off.
-fn no_color() -> bool {
-    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+/// Colour on a terminal only, and not when NO_COLOR (no-color.org) is set to
+/// anything but the empty string.
+fn wants_color(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// The terminal's width, else `$COLUMNS`, else 120.
@@ -177,4 +178,17 @@ fn terminal_width(terminal: bool) -> usize {
         .and_then(|c| c.trim().parse().ok())
         .filter(|&c: &usize| c > 0)
         .unwrap_or(120)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(wants_color(true, None));
+        assert!(wants_color(true, Some("".into())));
+        assert!(!wants_color(true, Some("1".into())));
+        assert!(!wants_color(false, None));
+    }
 }
