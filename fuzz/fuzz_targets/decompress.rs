@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
     match decompress(body, encoding, cap) {
         Ok(out) => assert!(out.len() <= cap),
         Err(IngestError::TooLarge { limit }) => assert_eq!(limit, cap),
-        Err(IngestError::UnsupportedContentEncoding(_)) => assert_eq!(encoding, Some("br")),
+        Err(IngestError::UnsupportedContentEncoding(e)) => {
+            panic!("{e} is one of the supported encodings")
+        }
         Err(IngestError::BadCompression(_)) => {}
         Err(IngestError::Malformed(_)) => panic!("decompress never reports Malformed"),
     }

@@ -1,6 +1,7 @@
 //! Invariant 4 through the real binary: bad input to `POST /v1/traces` and to
-//! `POST /api/v2/spans` (Zipkin) gets a 4xx with a message, never crashes the
-//! server and never harms stored data.
+//! `POST /api/v2/spans` (Zipkin) and `POST /api/{project_id}/envelope/` (Sentry)
+//! gets a 4xx with a message, never crashes the server and never harms stored
+//! data.
 //!
 //! One server takes every case in turn; after each one it must still answer
 //! `/health`, hold exactly the spans it held before, and accept good data again.
@@ -546,4 +547,167 @@ fn a_taken_grpc_port_is_a_clear_startup_error() {
         std::fs::read_dir(data.path()).unwrap().next().is_none(),
         "nothing written to the data dir"
     );
+}
+
+/// A Sentry envelope with one transaction (a root and no children) of trace
+/// `trace_id`, whose root has span id `span_id`.
+fn sentry_envelope(trace_id: &str, span_id: &str) -> Vec<u8> {
+    let payload = format!(
+        r#"{{"transaction":"t","start_timestamp":1714564800.0,"timestamp":1714564800.5,"contexts":{{"trace":{{"trace_id":"{trace_id}","span_id":"{span_id}","op":"http.server"}}}}}}"#
+    );
+    format!(
+        "{{}}\n{{\"type\":\"transaction\",\"length\":{}}}\n{payload}\n",
+        payload.len()
+    )
+    .into_bytes()
+}
+
+fn sentry_cases() -> Vec<Case> {
+    let valid = sentry_envelope(
+        &hex_id(&trace_id(TAG, 9_000)),
+        &hex_id(&span_id(TAG, 9_000)),
+    );
+    let mut deep_data = String::from(
+        r#"{"transaction":"t","start_timestamp":1,"timestamp":2,"contexts":{"trace":{"trace_id":"0af7651916cd43dd8448eb211c80319c","span_id":"b7ad6b7169203331","data":{"x":"#,
+    );
+    deep_data.push_str(&"[".repeat(5_000));
+    deep_data.push_str(&"]".repeat(5_000));
+    deep_data.push_str("}}}}");
+    let deep = format!(
+        "{{}}\n{{\"type\":\"transaction\",\"length\":{}}}\n{deep_data}",
+        deep_data.len()
+    )
+    .into_bytes();
+    vec![
+        Case {
+            name: "Sentry: empty body",
+            headers: vec![],
+            body: vec![],
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: header line that is not JSON",
+            headers: vec![],
+            body: b"hello\n{\"type\":\"transaction\"}\n{}".to_vec(),
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: item length past the end of the body",
+            headers: vec![],
+            body: b"{}\n{\"type\":\"transaction\",\"length\":18446744073709551615}\n{}".to_vec(),
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: transaction payload that is not a transaction",
+            headers: vec![],
+            body: b"{}\n{\"type\":\"transaction\"}\n{\"spans\":\"many\"}".to_vec(),
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: all-zero trace id",
+            headers: vec![],
+            body: sentry_envelope(&"0".repeat(32), "b7ad6b7169203331"),
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: span id that is not hex",
+            headers: vec![],
+            body: sentry_envelope("0af7651916cd43dd8448eb211c80319c", "not-hex-at-all!!"),
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: data nested 5000 arrays deep",
+            headers: vec![],
+            body: deep,
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: gzip header on a body that is not gzip",
+            headers: vec![GZIP],
+            body: valid.clone(),
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: brotli stream cut short",
+            headers: vec![("content-encoding", "br")],
+            body: {
+                let mut out = Vec::new();
+                {
+                    let mut writer = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    writer
+                        .write_all(&valid.repeat(50))
+                        .expect("brotli to memory");
+                }
+                out[..out.len() / 2].to_vec()
+            },
+            status: Some(400),
+        },
+        Case {
+            name: "Sentry: gzip bomb (1 GiB of zeros)",
+            headers: vec![GZIP],
+            body: gzip_bomb(1024),
+            status: Some(413),
+        },
+        Case {
+            name: "Sentry: unknown content encoding",
+            headers: vec![("content-encoding", "zstd")],
+            body: valid,
+            status: Some(415),
+        },
+    ]
+}
+
+/// Invariant 4 for `POST /api/{project_id}/envelope/`: hostile envelopes get a
+/// 4xx with a message and harm nothing.
+#[test]
+fn bad_sentry_input_gets_a_4xx_and_harms_nothing() {
+    let server = TestServer::start();
+    let path = "/api/42/envelope/";
+    let good = sentry_envelope(&hex_id(&trace_id(TAG, 1)), &hex_id(&span_id(TAG, 1)));
+    let response = server.post(path, &[], &good).expect("POST");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let count_sql = "SELECT count(*) FROM spans";
+    let stored = server.query_i64(count_sql);
+    assert_eq!(stored, 1);
+
+    let mut failures = Vec::new();
+    for case in sentry_cases() {
+        let response = server
+            .post(path, &case.headers, &case.body)
+            .unwrap_or_else(|err| {
+                panic!(
+                    "{}: no HTTP answer ({err}); did the server crash?\n{}",
+                    case.name,
+                    server.logs()
+                )
+            });
+        let message = response.text();
+        eprintln!("{}: {} {}", case.name, response.status, message.trim());
+        if Some(response.status) != case.status {
+            failures.push(format!(
+                "{}: expected {:?}, got {} {message}",
+                case.name, case.status, response.status
+            ));
+        }
+        let error = serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|body| body["error"].as_str().map(str::to_owned));
+        if error.is_none_or(|e| e.len() < 8) {
+            failures.push(format!("{}: no error message in {message:?}", case.name));
+        }
+        let health = server.health().expect("/health");
+        assert_eq!(health.status, 200, "after {}: /health", case.name);
+        assert_eq!(
+            server.query_i64(count_sql),
+            stored,
+            "after {}: the stored spans changed",
+            case.name
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    let good = sentry_envelope(&hex_id(&trace_id(TAG, 2)), &hex_id(&span_id(TAG, 2)));
+    let response = server.post(path, &[GZIP], &gzip(&good)).expect("POST");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(server.query_i64(count_sql), stored + 1);
 }

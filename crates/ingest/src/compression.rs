@@ -10,12 +10,16 @@ use crate::IngestError;
 /// First allocation for the inflated body, before it has shown how big it is.
 const INITIAL_OUTPUT: usize = 64 * 1024;
 
+/// The brotli decoder's input buffer (it reads the body through it).
+const BROTLI_INPUT_BUFFER: usize = 4096;
+
 /// The body as sent, inflated according to `content_encoding`.
 ///
 /// `content_encoding` is the `Content-Encoding` header value: `None`, `""` or
-/// `identity` (the body itself), `gzip` / `x-gzip`, or `deflate` (zlib, as HTTP
-/// specifies; a raw deflate stream, which some clients send, is accepted too).
-/// Names are case-insensitive.
+/// `identity` (the body itself), `gzip` / `x-gzip`, `deflate` (zlib, as HTTP
+/// specifies; a raw deflate stream, which some clients send, is accepted too),
+/// or `br` (brotli, which Sentry's Python SDK sends when the `brotli` package
+/// is installed). Names are case-insensitive.
 ///
 /// No more than `max_decompressed_bytes + 1` bytes are ever inflated, so a
 /// compression bomb costs at most about the cap in memory before it is refused
@@ -40,6 +44,12 @@ pub fn decompress<'a>(
     let inflated =
         if encoding.eq_ignore_ascii_case("gzip") || encoding.eq_ignore_ascii_case("x-gzip") {
             inflate_capped(MultiGzDecoder::new(body), max_decompressed_bytes, "gzip")?
+        } else if encoding.eq_ignore_ascii_case("br") {
+            inflate_capped(
+                brotli_decompressor::Decompressor::new(body, BROTLI_INPUT_BUFFER),
+                max_decompressed_bytes,
+                "br",
+            )?
         } else if encoding.eq_ignore_ascii_case("deflate") {
             if looks_like_zlib(body) {
                 inflate_capped(ZlibDecoder::new(body), max_decompressed_bytes, "deflate")?
@@ -210,9 +220,49 @@ mod tests {
         assert_eq!(err.to_string(), "invalid gzip body: truncated stream");
     }
 
+    fn brotli(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut writer = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        writer.write_all(data).unwrap();
+        drop(writer);
+        out
+    }
+
+    #[test]
+    fn brotli_inflates_under_the_cap() {
+        let data = b"brotli brotli brotli ".repeat(1000);
+        let body = brotli(&data);
+        for encoding in ["br", "BR", " br "] {
+            let out = decompress(&body, Some(encoding), data.len()).unwrap();
+            assert_eq!(&*out, &data[..]);
+        }
+        assert!(matches!(
+            decompress(&body, Some("br"), data.len() - 1),
+            Err(IngestError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_brotli_is_bad_compression() {
+        let body = brotli(&b"some body that is long enough".repeat(50));
+        let err = decompress(&body[..body.len() / 2], Some("br"), 1 << 20).unwrap_err();
+        assert!(matches!(err, IngestError::BadCompression(_)), "{err:?}");
+        assert!(err.to_string().starts_with("invalid br body: "), "{err}");
+        let err = decompress(b"\xff\xff\xff not brotli", Some("br"), 1 << 20).unwrap_err();
+        assert!(matches!(err, IngestError::BadCompression(_)), "{err:?}");
+    }
+
+    #[test]
+    fn brotli_bomb_stops_at_the_cap() {
+        let bomb = brotli(&vec![0u8; 50 << 20]);
+        assert!(bomb.len() < 64 * 1024, "bomb is {} bytes", bomb.len());
+        let err = decompress(&bomb, Some("br"), 1 << 20).unwrap_err();
+        assert!(matches!(err, IngestError::TooLarge { limit } if limit == 1 << 20));
+    }
+
     #[test]
     fn unknown_encodings_are_unsupported() {
-        for encoding in ["br", "zstd", "gzip, br", "compress"] {
+        for encoding in ["zstd", "gzip, br", "compress"] {
             let err = decompress(b"x", Some(encoding), 1024).unwrap_err();
             assert!(
                 matches!(&err, IngestError::UnsupportedContentEncoding(e) if e == encoding),

@@ -1,5 +1,5 @@
-//! Receivers' decoders: wire formats (OTLP, Zipkin v2) in, Arrow `spans`
-//! batches out.
+//! Receivers' decoders: wire formats (OTLP, Zipkin v2, Sentry envelopes) in,
+//! Arrow `spans` (and `errors`) batches out.
 //!
 //! This crate is the "decode to Arrow RecordBatch" stage of the data path in
 //! `DESIGN.md`. It is pure: no sockets, no files, no clocks, so every function
@@ -11,6 +11,9 @@
 //!                                       (this crate)
 //!                                             │
 //!                     encode_traces_response ◄┘ accepted / rejected counts
+//!
+//! Sentry envelope ──► decompress ──► decode_sentry_envelope ──► spans RecordBatch
+//!                                                            └─► errors RecordBatch
 //! ```
 //!
 //! The server calls [`decompress`] with the request's `Content-Encoding` and its
@@ -137,6 +140,149 @@
 //! # Ok::<(), lighttrace_ingest::IngestError>(())
 //! ```
 //!
+//! # Sentry envelopes to the `spans` and `errors` tables
+//!
+//! [`decode_sentry_envelope`] reads what the Sentry SDKs send to
+//! `POST /api/{project_id}/envelope/` (already decompressed by [`decompress`],
+//! which takes `br` as well as gzip and deflate).
+//!
+//! **Framing** (Sentry's envelope specification): a header line (a JSON
+//! object, `{}` will do), then items, each a header line and a payload of the
+//! header's `length` bytes or, without `length`, up to the next newline. The
+//! final newline is optional; blank lines where an item header is due are
+//! skipped. Broken framing, more than 10,000 items, or a payload of a decoded
+//! type that is not the JSON object it should be make the whole envelope
+//! [`IngestError::Malformed`], with a message that names the item.
+//!
+//! **Items**: `transaction` and `span` become `spans` rows, `event` becomes an
+//! `errors` row ([`lighttrace_model::errors_schema`]); every other type
+//! (`session`, `sessions`, `client_report`, `attachment`, `profile`,
+//! `check_in`, `replay_*`, `log`, …) is counted in
+//! [`DecodedEnvelope::ignored_items`] and not even parsed.
+//!
+//! **Timestamps** are float (or integer) seconds since the epoch, rounded to
+//! the microsecond (what an `f64` of today's time holds), or RFC 3339 strings
+//! (any offset; none means UTC; full nanosecond precision), which the Python
+//! SDK sends. Clock drift is not corrected with the envelope's `sent_at`.
+//!
+//! **Ids**: trace ids are 32 hex chars (a UUID with dashes is accepted too),
+//! span ids 16, any case; they are stored lowercase. A parent span id of 16
+//! zeros means none.
+//!
+//! **A `transaction` item** becomes one span for its `contexts.trace` (the
+//! root of the transaction; its `parent_span_id` is the span it continues from
+//! another service, if any) and one for each entry of `spans`:
+//!
+//! | `spans` column | transaction root | child span (`spans[]`) |
+//! |---|---|---|
+//! | `trace_id`, `span_id`, `parent_span_id` | `contexts.trace.*` | the span's, `trace_id` defaulting to the transaction's |
+//! | `name` | `transaction`, else `op`, else `<unlabeled transaction>` | `description`, else `op`, else `<unlabeled span>` |
+//! | `kind` | from `op` (below) | from `op` |
+//! | `start_time`, `end_time` | `start_timestamp`, `timestamp` | the same |
+//! | `status_code`, `status_message` | from `contexts.trace.status` (below) | from `status` |
+//! | `attributes` | see below | see below |
+//! | `resource_attributes` | `contexts.otel.resource` (OpenTelemetry-based SDKs), else empty | the same |
+//! | `service_name` | `service.name` of `contexts.otel.resource`, else the project id | the same |
+//! | `scope_name`, `scope_version` | `sdk.name`, `sdk.version` (the event's, else the envelope's) | the same |
+//! | `project` | the project id of the URL | the same |
+//! | `source` | `sentry` | `sentry` |
+//!
+//! A `service.name` that is only a placeholder (`unknown_service…`, or `node`
+//! in the `sentry` namespace, which `@sentry/node` sets when the user names
+//! none) counts as none: the project id is the better name.
+//!
+//! Attributes, where two sources give the same key the first listed wins:
+//!
+//! * every span of the transaction: `sentry.release`, `sentry.environment`,
+//!   `sentry.sdk.name`, `sentry.platform` (from the event);
+//! * `sentry.op` and `sentry.origin` (the span's `op` and `origin`);
+//! * the root only: `sentry.span.source` (`transaction_info.source`) and
+//!   `sentry.description` (`contexts.trace.description`, when sent);
+//! * the span's `data` (the root's: `contexts.trace.data`), under their own
+//!   keys (Sentry names them after OpenTelemetry's semantic conventions:
+//!   `db.system`, `http.request.method`, `thread.name`, …);
+//! * its `tags` under their own keys (the root has the event's `tags`);
+//! * the root only: each measurement as `sentry.measurements.<name>` (type
+//!   `double`) and its unit as `sentry.measurements.<name>.unit`.
+//!
+//! JSON values become attribute text like OTLP's: strings as they are,
+//! integers in decimal (`int`), other numbers in shortest round-trip form
+//! (`double`), booleans (`bool`), objects and arrays as compact JSON text
+//! (type `json`); nulls are left out.
+//!
+//! **Kind**, from the span's `otel.kind` data when an OpenTelemetry-based SDK
+//! recorded one (`SERVER`, `CLIENT`, …), else from the Sentry op, compared
+//! without case by its dot-separated segments:
+//!
+//! | op | kind | examples |
+//! |---|---|---|
+//! | a segment `server` | `server` | `http.server`, `websocket.server`, `grpc.server` |
+//! | a segment `client`, or starting with `db` or `cache` | `client` | `http.client`, `grpc.client`, `db`, `db.query`, `db.redis`, `cache.get` |
+//! | `queue.publish…`, `queue.submit…` | `producer` | `queue.submit.celery` |
+//! | `queue.process…`, `queue.task…`, `queue.receive…` | `consumer` | `queue.task.celery` |
+//! | anything else, or none | `internal` | `function`, `ui.load`, `serialize` |
+//!
+//! **Status**: `ok` is `ok`; every other Sentry status (`internal_error`,
+//! `deadline_exceeded`, `not_found`, `unknown`, …) is `error` with the Sentry
+//! status as `status_message`; none is `unset`.
+//!
+//! **A `span` item** is either a span v2 container (`content_type`
+//! `application/vnd.sentry.items.span.v2+json`, or a payload with `items`),
+//! which `@sentry/node` 11 streams instead of transactions, or one standalone
+//! span (the format of `spans[]`). A v2 span maps as a child span does, with
+//! `name` as its name (else its `sentry.op` attribute), `start_timestamp` /
+//! `end_timestamp`, its typed `attributes` under their keys (`integer` →
+//! `int`, `double`, `boolean` → `bool`, `string`, arrays → `json`), `kind` from
+//! its `sentry.op` attribute, `status` `ok` / `error` (the message from its
+//! `sentry.status.message` attribute, else `error`), `service_name` from a
+//! `service.name` attribute (else the project id), and its `links` (with their
+//! attributes; a link with an invalid id is dropped).
+//!
+//! **Validation** is OTLP's: a non-zero trace and span id, `start > 0`,
+//! `end >= start`; a missing or unreadable id or timestamp fails too. A span
+//! that fails is left out and counted in [`DecodedSpans::rejected`], with the
+//! first reasons in [`DecodedSpans::rejection_message`].
+//!
+//! **An `event` item** (an error or a message) becomes one `errors` row:
+//! `event_id` (else the envelope's fallback id), `time` from `timestamp` (else
+//! when the envelope was received), `trace_id` / `span_id` from
+//! `contexts.trace` (null when absent or invalid), `level` (default `error`),
+//! `exception_type` / `exception_value` / `stack_frames` from the last entry
+//! of `exception.values` (Sentry lists chained exceptions from the cause to the
+//! exception raised last, which titles the event; frames oldest call first,
+//! each `{"filename", "function", "lineno", "in_app"}`, the filename falling
+//! back to `abs_path`, then `module`), `exception_value` falling back to the
+//! message (`logentry.formatted`, `logentry.message` or `message`) for events
+//! without an exception, `release`, `environment`, `transaction`, `tags`
+//! (values as text), and `service_name` as for spans.
+//!
+//! **Expansion**: attributes shared by a transaction's spans are copied onto
+//! each, so an envelope whose rows would hold more than
+//! `max(64 MiB, 16 × its decoded items' bytes)` (at most 1 GiB) of text is
+//! refused, as OTLP requests are.
+//!
+//! ```
+//! use lighttrace_ingest::{SentryContext, decode_sentry_envelope};
+//!
+//! // What the Python SDK sends (its transport compresses it; decompress first).
+//! let envelope = concat!(
+//!     r#"{"event_id":"9ec79c33ec9942ab8353589fcb2e04dc"}"#, "\n",
+//!     r#"{"type":"transaction","length":236}"#, "\n",
+//!     r#"{"transaction":"GET /cart","contexts":{"trace":{"trace_id":"771a43a4192642f0b136d5159a501700","span_id":"aaaaaaaaaaaaaaa1","op":"http.server","status":"ok"}},"#,
+//!     r#""start_timestamp":"2024-05-01T12:00:00Z","timestamp":1714564800.25,"spans":[]}"#, "\n",
+//! );
+//! let context = SentryContext {
+//!     project: "42",
+//!     received_at_ns: 1_714_564_801_000_000_000,
+//!     fallback_event_id: [7; 16],
+//! };
+//! let decoded = decode_sentry_envelope(envelope.as_bytes(), &context)?;
+//! assert_eq!(decoded.id, "9ec79c33ec9942ab8353589fcb2e04dc");
+//! assert_eq!((decoded.spans.accepted, decoded.spans.rejected), (1, 0));
+//! assert!(decoded.errors.is_empty());
+//! # Ok::<(), lighttrace_ingest::IngestError>(())
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -172,12 +318,18 @@ mod attributes;
 mod compression;
 mod otlp;
 mod protobuf;
+mod sentry;
 mod zipkin;
 
 pub use compression::decompress;
 #[doc(hidden)]
 pub use otlp::decode_otlp_protobuf_with_prost;
 pub use otlp::{decode_otlp_traces, encode_traces_response, traces_response};
+pub use sentry::{
+    DecodedEnvelope, DecodedErrors, Envelope, EnvelopePart, Item, Sdk, SentryContext,
+    decode_sentry_envelope, parse_sentry_envelope, sentry_key_from_auth_header,
+    sentry_key_from_dsn, sentry_key_from_query,
+};
 pub use zipkin::{ZipkinEncoding, decode_zipkin_spans};
 
 /// The wire encoding of an OTLP/HTTP request (and of its response).
@@ -213,8 +365,8 @@ pub enum IngestError {
     /// The decompressed body is larger than the caller's limit; answer 413.
     #[error("decompressed body exceeds {limit} bytes")]
     TooLarge { limit: usize },
-    /// A `Content-Encoding` other than identity, gzip or deflate; answer 415.
-    #[error("unsupported Content-Encoding {0:?}: use gzip, deflate or identity")]
+    /// A `Content-Encoding` other than identity, gzip, deflate or br; answer 415.
+    #[error("unsupported Content-Encoding {0:?}: use gzip, deflate, br or identity")]
     UnsupportedContentEncoding(String),
     /// The body does not inflate with its declared encoding; answer 400.
     #[error("{0}")]

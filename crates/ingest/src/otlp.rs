@@ -67,8 +67,12 @@ pub fn decode_otlp_protobuf_with_prost(
 }
 
 fn expansion_budget(body: &[u8]) -> usize {
-    body.len()
-        .saturating_mul(EXPANSION_FACTOR)
+    expansion_budget_for(body.len())
+}
+
+/// The text that a request of `len` bytes may expand to in a batch.
+pub(crate) fn expansion_budget_for(len: usize) -> usize {
+    len.saturating_mul(EXPANSION_FACTOR)
         .clamp(MIN_EXPANSION_BUDGET, MAX_EXPANSION_BUDGET)
 }
 
@@ -187,11 +191,11 @@ impl<'r> SpanIdentity<'r> {
 
 /// The checked identity and timing of a span.
 pub(crate) struct ValidSpan {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    parent_span_id: Option<[u8; 8]>,
-    start_time_ns: i64,
-    end_time_ns: i64,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub start_time_ns: i64,
+    pub end_time_ns: i64,
 }
 
 pub(crate) fn validate(span: &SpanIdentity<'_>) -> Result<ValidSpan, Rejection> {

@@ -23,6 +23,9 @@ pub enum AttrType {
     Bytes,
     Array,
     KvList,
+    /// A JSON object or array that is not OTLP/JSON (Sentry `data`, `tags`
+    /// and attribute values): its compact JSON text.
+    Json,
 }
 
 impl AttrType {
@@ -35,6 +38,7 @@ impl AttrType {
             AttrType::Bytes => "bytes",
             AttrType::Array => "array",
             AttrType::KvList => "kvlist",
+            AttrType::Json => "json",
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! This crate owns the Arrow schema of the `spans` table (the SQL contract of
 //! `DESIGN.md`), the id types, and [`SpanBatchBuilder`], the one place that turns
-//! decoded spans into Arrow `RecordBatch`es. Receivers (`lighttrace-ingest`) decode
+//! decoded spans into Arrow `RecordBatch`es. The `errors` table (Sentry error
+//! events) has its schema here too ([`errors_schema`]) and its
+//! [`ErrorBatchBuilder`]. Receivers (`lighttrace-ingest`) decode
 //! wire formats straight into this builder; storage and query only ever see the
 //! resulting batches.
 //!
@@ -14,7 +16,7 @@
 //!
 //! * `attributes: Map<Utf8, Utf8>`: every attribute, its value rendered as text;
 //! * `attribute_types: Map<Utf8, Utf8>`: the type of each attribute that is *not*
-//!   a string (`int`, `double`, `bool`, `bytes`, `array`, `kvlist`).
+//!   a string (`int`, `double`, `bool`, `bytes`, `array`, `kvlist`, `json`).
 //!
 //! The renderings are chosen so that the type plus the text give back the exact
 //! original value:
@@ -28,6 +30,7 @@
 //! | bytes | standard base64 with padding |
 //! | array | the OTLP/JSON encoding of the array's values: `[{"stringValue":"a"},{"intValue":"1"}]` |
 //! | kvlist | the OTLP/JSON encoding of the list's values: `[{"key":"k","value":{"boolValue":true}}]` |
+//! | json | a JSON object or array from a Sentry SDK (span `data`, attribute values), as compact JSON text |
 //!
 //! Resource attributes (`resource_attributes` / `resource_attribute_types`), and
 //! the attributes of events and links, follow the same rules.
@@ -61,6 +64,7 @@
 //! ```
 
 mod builder;
+mod errors;
 mod ids;
 mod schema;
 mod tables;
@@ -70,6 +74,7 @@ pub use builder::{
     Attr, AttrType, BatchSizing, EventRecord, LinkRecord, PendingAttr, PendingEvent, PendingLink,
     PendingValue, RenderedAttributes, SharedAttributes, SpanBatchBuilder, SpanRecord,
 };
+pub use errors::{ErrorBatchBuilder, ErrorRecord};
 pub use ids::{IdError, SpanId, TraceId, hex_lower};
 pub use schema::{
     Source, SpanKind, StatusCode, attribute_map_type, columns, events_type, links_type,

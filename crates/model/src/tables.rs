@@ -89,20 +89,24 @@ pub fn logs_schema() -> SchemaRef {
         .clone()
 }
 
-/// The schema of the `errors` table (Sentry error events), in column order.
+/// The schema of the `errors` table, in column order: one row per Sentry
+/// error event, linked to its trace by `trace_id` (and `span_id`, the span
+/// that was active when the error was captured).
 ///
-/// | column | type | |
+/// | column | type | meaning |
 /// |---|---|---|
-/// | `project` | Utf8 | the Sentry project id |
-/// | `event_id` | Utf8 | 32 lowercase hex |
-/// | `time` | Timestamp(ns, UTC) | the event's timestamp |
-/// | `trace_id`, `span_id` | Utf8, nullable | from `contexts.trace` |
-/// | `level` | Utf8 | `error`, `warning`, … |
-/// | `exception_type`, `exception_value` | Utf8, nullable | of the innermost exception |
-/// | `stack_frames` | Utf8, nullable | JSON of its frames |
-/// | `release`, `environment`, `transaction` | Utf8, nullable | |
-/// | `tags` | Map(Utf8 → Utf8) | |
-/// | `service_name` | Utf8 | |
+/// | `project` | Utf8 | the Sentry project id of the envelope's URL |
+/// | `event_id` | Utf8 | 32 lowercase hex chars |
+/// | `time` | Timestamp(ns, UTC) | the event's `timestamp` |
+/// | `trace_id` | Utf8, nullable | 32 lowercase hex chars, from `contexts.trace.trace_id` |
+/// | `span_id` | Utf8, nullable | 16 lowercase hex chars, from `contexts.trace.span_id` |
+/// | `level` | Utf8 | `fatal`, `error`, `warning`, `info`, `debug` |
+/// | `exception_type` | Utf8, nullable | e.g. `ValueError` |
+/// | `exception_value` | Utf8, nullable | the exception's message |
+/// | `stack_frames` | Utf8, nullable | JSON: `[{"filename", "function", "lineno", "in_app"}, …]`, oldest call first |
+/// | `release`, `environment`, `transaction` | Utf8, nullable | as the SDK sent them |
+/// | `tags` | Map(Utf8 → Utf8) | the event's tags |
+/// | `service_name` | Utf8 | like the `spans` column of the same name |
 /// | `source` | Utf8 | `sentry` |
 pub fn errors_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();

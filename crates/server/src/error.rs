@@ -6,7 +6,7 @@
 //! | `IngestError::Malformed`, `IngestError::BadCompression`, a request whose every span is invalid | 400 | `INVALID_ARGUMENT` | what was wrong |
 //! | `IngestError::TooLarge`, body over `max_body_bytes` | 413 | `RESOURCE_EXHAUSTED` | the limit |
 //! | `IngestError::UnsupportedContentEncoding`, unknown `Content-Type` | 415 | `INVALID_ARGUMENT` | what is supported |
-//! | `StorageError::Overloaded`, too many ingest requests in flight, body too slow | 503 + `Retry-After` | `UNAVAILABLE` + `RetryInfo` | retry later |
+//! | `StorageError::Overloaded`, too many ingest requests in flight, body too slow | 503 + `Retry-After` (Sentry envelopes: 429, see below) | `UNAVAILABLE` + `RetryInfo` | retry later |
 //! | `StorageError::ShuttingDown` | 503 + `Retry-After` | `UNAVAILABLE` + `RetryInfo` | the server is stopping |
 //! | `StorageError::InvalidBatch` | 400 | `INVALID_ARGUMENT` | what the storage refused |
 //! | `QueryError::Refused`, `QueryError::Invalid` | 400 | — | what was wrong with the SQL |
@@ -23,9 +23,13 @@
 //! as "the request was not sent in time" and silently resend it, which would run
 //! the expensive query again.
 //!
-//! The body format depends on the endpoint: the SQL API and the Zipkin receiver
-//! answer `{"error": "…"}`, the OTLP receiver answers a `google.rpc.Status` in
-//! the request's encoding.
+//! The body format depends on the endpoint: the SQL API, the Zipkin receiver and
+//! the Sentry envelope endpoint answer `{"error": "…"}`, the OTLP receiver
+//! answers a `google.rpc.Status` in the request's encoding. The Sentry endpoint
+//! answers every 503 with a `Retry-After` as 429 instead, with the same
+//! `Retry-After` and an `X-Sentry-Rate-Limits: SECONDS::organization` header:
+//! that is what the Sentry SDKs understand as "back off" (they drop what they
+//! would send until then, rather than retrying a 503).
 //! OTLP/gRPC answers the gRPC status of the third column (`From<ApiError> for
 //! tonic::Status`): `RESOURCE_EXHAUSTED` carries no `RetryInfo`, so OTLP clients
 //! do not retry a request that is too large; `UNAVAILABLE` always carries one,
@@ -40,6 +44,9 @@ use lighttrace_ingest::IngestError;
 use lighttrace_query::QueryError;
 use lighttrace_storage::StorageError;
 
+/// The header with which Sentry's own ingestion tells SDKs to back off.
+const SENTRY_RATE_LIMITS: &str = "x-sentry-rate-limits";
+
 /// The body shown to clients for every 5xx that is not an overload.
 const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
 
@@ -52,6 +59,8 @@ pub(crate) enum ErrorFormat {
     OtlpProtobuf,
     /// `google.rpc.Status` as JSON: `{"code": 3, "message": "…"}`.
     OtlpJson,
+    /// `{"error": "…"}`, and overload as 429 with `X-Sentry-Rate-Limits`.
+    Sentry,
 }
 
 /// `google.rpc.Status`, the body of OTLP/HTTP error responses.
@@ -154,6 +163,7 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => 16,                                    // UNAUTHENTICATED
             StatusCode::PAYLOAD_TOO_LARGE => 8,                                // RESOURCE_EXHAUSTED
             StatusCode::SERVICE_UNAVAILABLE => 14,                             // UNAVAILABLE
+            StatusCode::NOT_IMPLEMENTED => 12,                                 // UNIMPLEMENTED
             _ => 13,                                                           // INTERNAL
         }
     }
@@ -191,7 +201,7 @@ pub(crate) fn retry_after_secs(delay: Duration) -> u64 {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (content_type, body) = match self.format {
-            ErrorFormat::Json => (
+            ErrorFormat::Json | ErrorFormat::Sentry => (
                 "application/json",
                 serde_json::json!({ "error": self.message })
                     .to_string()
@@ -211,7 +221,15 @@ impl IntoResponse for ApiError {
                     .into_bytes(),
             ),
         };
-        let mut response = (self.status, body).into_response();
+        let rate_limited = self.format == ErrorFormat::Sentry
+            && self.status == StatusCode::SERVICE_UNAVAILABLE
+            && self.retry_after.is_some();
+        let status = if rate_limited {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            self.status
+        };
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if self.status == StatusCode::UNAUTHORIZED {
@@ -221,10 +239,16 @@ impl IntoResponse for ApiError {
             );
         }
         if let Some(delay) = self.retry_after {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(delay)),
-            );
+            let secs = retry_after_secs(delay);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if rate_limited {
+                // `retry_after:categories:scope`; no categories means all of them.
+                headers.insert(
+                    SENTRY_RATE_LIMITS,
+                    HeaderValue::from_str(&format!("{secs}::organization"))
+                        .unwrap_or_else(|_| HeaderValue::from_static("1::organization")),
+                );
+            }
         }
         response
     }
@@ -305,6 +329,21 @@ mod tests {
         let err = ApiError::internal("test", "/secret/path: permission denied");
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!err.message().contains("secret"));
+    }
+
+    #[test]
+    fn sentry_overload_is_429_with_rate_limits() {
+        let response = ApiError::overloaded("busy", Duration::from_millis(1500))
+            .with_format(ErrorFormat::Sentry)
+            .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()[SENTRY_RATE_LIMITS], "2::organization");
+        let response = ApiError::bad_request("bad")
+            .with_format(ErrorFormat::Sentry)
+            .into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get(SENTRY_RATE_LIMITS).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/traces` | OTLP/HTTP traces: `application/x-protobuf` or `application/json`, gzip or identity. Answers an `ExportTraceServiceResponse` in the request's encoding, with `partialSuccess` when some spans were rejected. Errors carry a `google.rpc.Status`. |
+//! | `POST /api/{project_id}/envelope/` | Sentry envelopes from the unmodified Sentry SDKs (DSN `http://KEY@HOST:PORT/PROJECT_ID`): transactions and span items become `spans` rows of the project `PROJECT_ID`; gzip, br, deflate or identity; any or no `Content-Type`. 200 `{"id": "…"}`; 400 `{"error": "…"}` for a malformed envelope; 413 over a size limit; 429 with `Retry-After` and `X-Sentry-Rate-Limits` under overload; 401 for a wrong key when projects are configured. Error events become rows of `errors`. See `sentry.rs`. |
 //! | `POST /api/v2/spans` | Zipkin v2: a JSON array of spans (`application/json`, also when `Content-Type` is missing) or a proto3 `ListOfSpans` (`application/x-protobuf`), gzip or identity. 202 on success (with `{"rejectedSpans", "errorMessage"}` when some spans were invalid). Errors are `{"error": "…"}`. |
 //! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
 //! | `GET /api/v1/traces/{id}` | One trace across services (and the projects the key may read), analyzed: the span tree, clock-skew adjustment, self time, critical path, and the trace's errors and logs; the shape is `lighttrace_query::trace::TraceView`. The id in any case, with or without leading zeros; 400 for an id that is not up to 32 hex digits, 404 `{"error": "…"}` when no span of it is visible. |
@@ -23,8 +24,9 @@
 //! `UNAVAILABLE` with a `google.rpc.RetryInfo` under overload). See
 //! [`TraceGrpcService`].
 //!
-//! Authentication does not exist yet: spans are written to the project
-//! [`DEFAULT_PROJECT`] and SQL reads every project.
+//! Authentication does not exist yet: OTLP spans are written to the project
+//! [`DEFAULT_PROJECT`], Sentry spans to the project of the envelope's URL, and
+//! SQL reads every project.
 //!
 //! # Status codes
 //!
@@ -37,11 +39,12 @@
 //! # Overload
 //!
 //! Ingest never queues without bound: at most
-//! [`ServerConfig::max_inflight_ingest`] requests, over HTTP and gRPC together,
+//! [`ServerConfig::max_inflight_ingest`] requests, over HTTP (OTLP and Sentry) and gRPC together,
 //! hold a body at once (the next is answered 503 / `UNAVAILABLE` at once), a body must arrive within
 //! [`ServerConfig::body_read_timeout`], and the storage answers `Overloaded` when
 //! its buffers are full. All three become 503 with `Retry-After` (gRPC:
-//! `UNAVAILABLE` with `RetryInfo`).
+//! `UNAVAILABLE` with `RetryInfo`; the Sentry endpoint: 429 with `Retry-After`
+//! and `X-Sentry-Rate-Limits`, which the Sentry SDKs honour).
 //!
 //! # Example
 //!
@@ -81,6 +84,7 @@ mod error;
 mod grpc;
 mod otlp;
 mod receive;
+mod sentry;
 mod sql;
 mod trace;
 mod zipkin;
@@ -91,6 +95,7 @@ pub use error::ApiError;
 pub use grpc::{TRACE_SERVICE_NAME, TraceGrpcService, serve_grpc};
 pub use otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder};
 pub use receive::{ReceiverWalDecoder, wal_decoder};
+pub use sentry::{SENTRY_ENVELOPE_WAL_KIND, SentryWalDecoder};
 pub use zipkin::{ZIPKIN_WAL_KIND, ZipkinWalDecoder};
 
 /// The project of every request until authentication exists.
@@ -218,6 +223,8 @@ pub fn app(state: AppState) -> Router {
 fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v1/traces", post(otlp::export_traces))
+        .route("/api/{project_id}/envelope/", post(sentry::envelope))
+        .route("/api/{project_id}/envelope", post(sentry::envelope))
         .route("/api/v2/spans", post(zipkin::post_spans))
         .route("/api/v1/sql", post(sql::run_sql))
         .route("/api/v1/traces/{id}", get(trace::get_trace))

@@ -24,6 +24,11 @@
 //! | 16 ([`OTLP_TRACES_WAL_KIND`]) | OTLP traces, HTTP and gRPC | 0 protobuf, 1 JSON |
 //! | 18 ([`ZIPKIN_WAL_KIND`]) | Zipkin v2 `POST /api/v2/spans` | 0 JSON, 1 protobuf |
 //!
+//! The Sentry envelope receiver (`sentry.rs`) has its own path and record
+//! layout, kind 17 ([`SENTRY_ENVELOPE_WAL_KIND`]): an envelope also carries
+//! error events, answers with an event id, and replays with the time it was
+//! received; `sentry.rs` documents its bytes.
+//!
 //! Decoding is deterministic, so replay yields the rows the request was
 //! acknowledged with. A record of a kind this server does not know fails the
 //! replay loudly rather than dropping acknowledged spans.
@@ -39,11 +44,12 @@ use lighttrace_storage::WalRecordDecoder;
 use crate::Shared;
 use crate::error::ApiError;
 use crate::otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder};
+use crate::sentry::{SENTRY_ENVELOPE_WAL_KIND, SentryWalDecoder};
 use crate::zipkin::{ZIPKIN_WAL_KIND, ZipkinWalDecoder};
 
 /// Bodies up to this size, uncompressed, are decoded on the request's task; larger
 /// ones on the blocking pool so they do not hold up the reactor.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
+pub(crate) const INLINE_DECODE_BYTES: usize = 64 * 1024;
 
 /// A receiver, as [`ingest_spans`] needs to know it.
 #[derive(Debug, Clone, Copy)]
@@ -186,6 +192,7 @@ impl WalRecordDecoder for ReceiverWalDecoder {
     fn decode(&self, kind: u8, body: &[u8]) -> Result<Vec<RecordBatch>, String> {
         match kind {
             OTLP_TRACES_WAL_KIND => OtlpWalDecoder.decode(kind, body),
+            SENTRY_ENVELOPE_WAL_KIND => SentryWalDecoder.decode(kind, body),
             ZIPKIN_WAL_KIND => ZipkinWalDecoder.decode(kind, body),
             other => Err(format!("unknown WAL record kind {other}")),
         }
@@ -221,5 +228,12 @@ mod tests {
     fn unknown_kinds_fail_the_replay() {
         let err = ReceiverWalDecoder.decode(99, b"").unwrap_err();
         assert_eq!(err, "unknown WAL record kind 99");
+        for kind in [
+            OTLP_TRACES_WAL_KIND,
+            SENTRY_ENVELOPE_WAL_KIND,
+            ZIPKIN_WAL_KIND,
+        ] {
+            assert!(ReceiverWalDecoder.decode(kind, b"").is_err(), "{kind}");
+        }
     }
 }

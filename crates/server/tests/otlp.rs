@@ -210,9 +210,9 @@ async fn unsupported_content_types_are_415() {
     let reply = app.send(request).await;
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    let reply = app.post_traces(PROTOBUF, Some("br"), "x").await;
+    let reply = app.post_traces(PROTOBUF, Some("zstd"), "x").await;
     let message = assert_protobuf_status(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3);
-    assert!(message.contains("br"), "{message}");
+    assert!(message.contains("zstd"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

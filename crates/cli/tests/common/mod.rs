@@ -125,6 +125,47 @@ pub fn python() -> Option<PathBuf> {
     )
 }
 
+/// Node.js: `LIGHTTRACE_NODE`, or `node` on `PATH`.
+pub fn node() -> Option<PathBuf> {
+    find_tool("LIGHTTRACE_NODE", "node", &[])
+}
+
+/// The `node_modules` folder with `tests/node/package-lock.json` installed:
+/// `LIGHTTRACE_NODE_MODULES`, or the one `scripts/test-tools.sh` installs under
+/// `~/.cache`. Missing: panics in CI, returns `None` (after a loud message) locally.
+pub fn node_modules() -> Option<PathBuf> {
+    let found = match std::env::var_os("LIGHTTRACE_NODE_MODULES") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.join("@sentry/node").is_dir(),
+                "LIGHTTRACE_NODE_MODULES={} has no @sentry/node",
+                path.display()
+            );
+            Some(path)
+        }
+        None => home_cache("lighttrace-node/node_modules")
+            .into_iter()
+            .find(|path| path.join("@sentry/node").is_dir()),
+    };
+    if found.is_none() {
+        if in_ci() {
+            panic!(
+                "node_modules for tests/node not found: set LIGHTTRACE_NODE_MODULES \
+                 (bash .ci/run installs them and sets it)"
+            );
+        }
+        eprintln!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! SKIPPED: tests/node's node_modules not found. Set LIGHTTRACE_NODE_MODULES,\n\
+             !!! or run `bash .ci/run` once to install them. In CI (CI=true) this test\n\
+             !!! fails instead.\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+        );
+    }
+    found
+}
+
 /// The `s3s-fs` S3 test server: `LIGHTTRACE_S3S_FS`, the copy `.ci/run` installs,
 /// or `s3s-fs` on `PATH`.
 pub fn s3s_fs() -> Option<PathBuf> {
