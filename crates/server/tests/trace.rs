@@ -384,3 +384,70 @@ async fn a_key_finds_only_its_own_projects_traces() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{key:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentry_transactions_error_event_is_attached_to_its_span() {
+    let app = TestApp::new().await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let transaction = json!({
+        "type": "transaction",
+        "event_id": "9ec79c33ec9942ab8353589fcb2e04dc",
+        "transaction": "POST /bill",
+        "contexts": {"trace": {"trace_id": trace, "span_id": "aaaaaaaaaaaaaaa1", "op": "http.server", "status": "ok"}},
+        "start_timestamp": 1714564800.0,
+        "timestamp": 1714564800.5,
+        "spans": [{
+            "trace_id": trace, "span_id": "bbbbbbbbbbbbbbb2", "parent_span_id": "aaaaaaaaaaaaaaa1",
+            "op": "db", "description": "SELECT invoices",
+            "start_timestamp": "2024-05-01T12:00:00.100000Z",
+            "timestamp": "2024-05-01T12:00:00.400000Z",
+            "status": "internal_error"
+        }]
+    })
+    .to_string();
+    let event = json!({
+        "event_id": "0123456789abcdef0123456789abcdef",
+        "level": "error",
+        "exception": {"values": [{"type": "ValueError", "value": "boom"}]},
+        "contexts": {"trace": {"trace_id": trace, "span_id": "bbbbbbbbbbbbbbb2"}}
+    })
+    .to_string();
+    let mut body = b"{\"event_id\":\"9ec79c33ec9942ab8353589fcb2e04dc\"}\n".to_vec();
+    for (item_type, payload) in [("transaction", &transaction), ("event", &event)] {
+        body.extend(
+            format!(
+                "{{\"type\":\"{item_type}\",\"length\":{}}}\n",
+                payload.len()
+            )
+            .bytes(),
+        );
+        body.extend(payload.bytes());
+        body.push(b'\n');
+    }
+    let request = Request::post("/api/42/envelope/")
+        .body(Body::from(body))
+        .unwrap();
+    let reply = app.send(request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let reply = get(
+        &app,
+        &format!("/api/v1/traces/{}", trace.to_uppercase()),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["projects"], json!(["42"]));
+    let spans = body["spans"].as_array().unwrap();
+    let names: Vec<&str> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["POST /bill", "SELECT invoices"]);
+    assert_eq!(spans[1]["depth"], json!(1));
+    assert_eq!(spans[1]["status_code"], json!("error"));
+    assert_eq!(spans[1]["errors"][0]["exception_type"], json!("ValueError"));
+    assert_eq!(spans[1]["errors"][0]["exception_value"], json!("boom"));
+    assert_eq!(spans[0]["errors"], json!([]));
+    assert_eq!(body["errors"], json!([]));
+    assert_eq!(ms(&spans[0]["critical_path_ns"]), 200.0);
+    assert_eq!(ms(&spans[1]["critical_path_ns"]), 300.0);
+}
