@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: start LightTrace on a local data
 # directory, send it realistic multi-service traffic (the hipster-shop topology),
-# and print a latency table per service and operation, then one slow trace.
+# and print a latency table per service and operation, then the slowest trace
+# as a waterfall with its critical path (`lighttrace trace`).
 #
 #   scripts/demo.sh                 # 5000 traces into ./lighttrace-data
 #   TRACES=50000 scripts/demo.sh    # more traffic
@@ -57,25 +58,6 @@ SELECT trace_id FROM spans
 WHERE parent_span_id IS NULL AND start_time > now() - INTERVAL '1 hour'
 ORDER BY duration_ns DESC LIMIT 1" | tail -n 1)
 
-echo "==> the slowest trace, $SLOW, as a waterfall (offset and duration in ms)"
-"$BIN" sql --server "$SERVER" "
-WITH RECURSIVE tree AS (
-  SELECT span_id, parent_span_id, service_name, name, kind, start_time, duration_ns, status_code,
-         0 AS depth, CAST(CAST(start_time AS BIGINT) AS VARCHAR) || span_id AS path
-  FROM spans WHERE trace_id = '$SLOW' AND parent_span_id IS NULL
-  UNION ALL
-  SELECT s.span_id, s.parent_span_id, s.service_name, s.name, s.kind, s.start_time, s.duration_ns,
-         s.status_code, t.depth + 1,
-         t.path || '/' || CAST(CAST(s.start_time AS BIGINT) AS VARCHAR) || s.span_id
-  FROM spans s JOIN tree t ON s.parent_span_id = t.span_id
-  WHERE s.trace_id = '$SLOW'
-)
-SELECT repeat('  ', depth) || name AS span,
-       service_name AS service,
-       kind,
-       round(CAST(start_time - (SELECT min(start_time) FROM tree) AS BIGINT) / 1e6, 2) AS offset_ms,
-       round(duration_ns / 1e6, 2) AS duration_ms,
-       status_code AS status
-FROM tree
-ORDER BY path"
+echo "==> the slowest trace, $SLOW, as a waterfall (critical path highlighted)"
+"$BIN" trace --server "$SERVER" "$SLOW"
 echo "==> done; the lake is in $DATA (plain Parquet under $DATA/spans/)"

@@ -4,6 +4,8 @@
 //!   see [`settings`] for its flags, `LIGHTTRACE_*` variables and TOML file.
 //! * `lighttrace sql "SELECT …"`: asks a running server (`--server`), or reads a
 //!   data directory directly (`--data`); prints a table, JSON or CSV.
+//! * `lighttrace trace ID`: one trace from a server (`--server`) or a data
+//!   directory (`--data`), as a terminal waterfall or JSON.
 //! * `lighttrace gen`: generates realistic traces from a service topology and
 //!   sends them to a server (`--target`) or writes them into a lake (`--data`).
 //!
@@ -16,6 +18,8 @@ mod output;
 mod serve;
 mod settings;
 mod sql;
+mod trace;
+mod waterfall;
 
 use std::process::ExitCode;
 
@@ -43,6 +47,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Generate traces from a service topology into a server or a data directory.
     Gen(r#gen::GenArgs),
+    /// Show one trace as a waterfall (or JSON): tree, critical path, where the time went.
+    Trace(trace::TraceArgs),
 }
 
 /// mimalloc's `purge_delay` option (the same index in its v2 and v3 enums).
@@ -82,14 +88,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    if let Some(("sql", sql_matches)) = matches.subcommand() {
+    if let Some((name @ ("sql" | "trace"), sub_matches)) = matches.subcommand() {
         use clap::parser::ValueSource;
-        let explicit = |id: &str| sql_matches.value_source(id) == Some(ValueSource::CommandLine);
+        let explicit = |id: &str| sub_matches.value_source(id) == Some(ValueSource::CommandLine);
         if explicit("server") && explicit("data") {
             let mut command = Cli::command();
             command.build();
-            if let Some(sql) = command.find_subcommand_mut("sql") {
-                sql.error(
+            if let Some(sub) = command.find_subcommand_mut(name) {
+                sub.error(
                     clap::error::ErrorKind::ArgumentConflict,
                     "--server and --data exclude each other: ask a server, or read a data directory",
                 )
@@ -106,6 +112,10 @@ fn main() -> ExitCode {
         Command::Gen(args) => {
             quiet_logging();
             run_gen(args)
+        }
+        Command::Trace(args) => {
+            quiet_logging();
+            trace::run(args)
         }
     };
     match result {

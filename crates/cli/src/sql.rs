@@ -1,6 +1,6 @@
 //! `lighttrace sql "SELECT …"`: ask a running server, or read a data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,33 +87,61 @@ async fn query_data_dir(
     data: PathBuf,
     engine_slot: &mut Option<Arc<QueryEngine>>,
 ) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
-    if !data.is_dir() {
-        bail!("--data {}: no such directory", data.display());
-    }
-    let mut config = StorageConfig::new(&data);
-    config.wal_decoder = Some(lighttrace_server::wal_decoder());
-    if let Some(store) = &args.store {
-        config.store = StoreLocation::Url(store.clone());
-    }
-    let lake = Lake::open_read_only(config)
-        .await
-        .with_context(|| format!("cannot open the lake in {}", data.display()))?;
-    let engine = Arc::new(
-        QueryEngine::new(
-            lake,
-            QueryConfig {
-                memory_limit_bytes: usize::try_from(args.memory_limit)
-                    .context("--memory-limit is too large")?,
-                timeout: args.timeout,
-                ..QueryConfig::default()
-            },
-        )
-        .context("cannot start the query engine")?,
-    );
+    let engine = open_data_dir(
+        &data,
+        args.store.as_deref(),
+        args.memory_limit,
+        args.timeout,
+    )
+    .await?;
     *engine_slot = Some(engine.clone());
     // Whoever can read the directory can read every project in it.
     let output = engine.sql(&args.sql, &ProjectScope::All).await?;
     Ok((output.schema, output.batches))
+}
+
+/// A query engine over the lake in `data`, opened read-only (a server may be
+/// running on it); `store` is the object store of its Parquet files when the
+/// server runs with `--store`. Drop the engine outside the runtime that
+/// awaited this (it owns a runtime of its own).
+pub(crate) async fn open_data_dir(
+    data: &Path,
+    store: Option<&str>,
+    memory_limit: u64,
+    timeout: Duration,
+) -> anyhow::Result<Arc<QueryEngine>> {
+    if !data.is_dir() {
+        bail!("--data {}: no such directory", data.display());
+    }
+    let mut config = StorageConfig::new(data);
+    config.wal_decoder = Some(lighttrace_server::wal_decoder());
+    if let Some(store) = store {
+        config.store = StoreLocation::Url(store.to_owned());
+    }
+    let lake = Lake::open_read_only(config)
+        .await
+        .with_context(|| format!("cannot open the lake in {}", data.display()))?;
+    let engine = QueryEngine::new(
+        lake,
+        QueryConfig {
+            memory_limit_bytes: usize::try_from(memory_limit)
+                .context("--memory-limit is too large")?,
+            timeout,
+            ..QueryConfig::default()
+        },
+    )
+    .context("cannot start the query engine")?;
+    Ok(Arc::new(engine))
+}
+
+/// `--server` as a URL: `http://` only.
+pub(crate) fn server_url(server: &str) -> anyhow::Result<reqwest::Url> {
+    let url = reqwest::Url::parse(server)
+        .with_context(|| format!("--server {server:?} is not a URL (e.g. {DEFAULT_SERVER})"))?;
+    if url.scheme() != "http" {
+        bail!("--server {server:?}: only http:// is supported");
+    }
+    Ok(url)
 }
 
 async fn query_server(
@@ -121,11 +149,7 @@ async fn query_server(
     sql: &str,
     key: Option<&str>,
 ) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
-    let url = reqwest::Url::parse(server)
-        .with_context(|| format!("--server {server:?} is not a URL (e.g. {DEFAULT_SERVER})"))?;
-    if url.scheme() != "http" {
-        bail!("--server {server:?}: only http:// is supported");
-    }
+    let url = server_url(server)?;
     let endpoint = format!("{}/api/v1/sql", url.as_str().trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -160,7 +184,7 @@ async fn query_server(
 }
 
 /// The `error` of a JSON error body, else the body's text, else the status.
-fn server_error_message(status: reqwest::StatusCode, body: &[u8]) -> String {
+pub(crate) fn server_error_message(status: reqwest::StatusCode, body: &[u8]) -> String {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
         && let Some(message) = value.get("error").and_then(|m| m.as_str())
     {

@@ -25,6 +25,12 @@
 //!   enforces the [`ProjectScope`] itself: with `Project(p)`, other projects'
 //!   files and buffers are never read, whatever the SQL says (joins, subqueries
 //!   and unions all go through the same provider).
+//! * [`trace::lookup_trace`] reads one trace (spans, errors, logs) by id, without
+//!   a time hint, and analyzes it with `lighttrace-analysis` (tree, clock skew,
+//!   self time, critical path) into a serializable [`trace::TraceView`]: the
+//!   server's `GET /api/v1/traces/{id}` and `lighttrace trace` share it.
+//! * [`encode`] turns results into Arrow IPC streams and JSON, one set of rules
+//!   for the SQL API, the CLI and trace lookups.
 //! * `attributes['http.route']` works on the `Map(Utf8 → Utf8)` columns through
 //!   DataFusion's map field access (`get_field`); a missing key gives `NULL`.
 //!
@@ -53,6 +59,7 @@
 //! # }
 //! ```
 
+pub mod encode;
 mod engine;
 mod error;
 mod exec;
@@ -60,6 +67,7 @@ mod layout;
 mod provider;
 mod pruning;
 mod sandbox;
+pub mod trace;
 
 use std::time::Duration;
 

@@ -15,6 +15,7 @@
 //! | `POST /api/{project_id}/envelope/` | Sentry envelopes from the unmodified Sentry SDKs (DSN `http://KEY@HOST:PORT/PROJECT_ID`): transactions and span items become `spans` rows of the project `PROJECT_ID`; gzip, br, deflate or identity; any or no `Content-Type`. 200 `{"id": "…"}`; 400 `{"error": "…"}` for a malformed envelope; 413 over a size limit; 429 with `Retry-After` and `X-Sentry-Rate-Limits` under overload; 401 for a wrong key when projects are configured. Error events become rows of `errors`. See `sentry.rs`. |
 //! | `POST /api/v2/spans` | Zipkin v2: a JSON array of spans (`application/json`, also when `Content-Type` is missing) or a proto3 `ListOfSpans` (`application/x-protobuf`), gzip or identity. 202 on success (with `{"rejectedSpans", "errorMessage"}` when some spans were invalid). Errors are `{"error": "…"}`. |
 //! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
+//! | `GET /api/v1/traces/{id}` | One trace across services (and the projects the key may read), analyzed: the span tree, clock-skew adjustment, self time, critical path, and the trace's errors and logs; the shape is `lighttrace_query::trace::TraceView`. The id in any case, with or without leading zeros; 400 for an id that is not up to 32 hex digits, 404 `{"error": "…"}` when no span of it is visible. |
 //! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
 //!
 //! On the gRPC port, two methods: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
@@ -80,13 +81,15 @@ use tracing::Level;
 
 pub mod auth;
 mod body;
-pub mod encode;
+/// Query results as bytes (Arrow IPC, JSON); shared with `lighttrace sql`.
+pub use lighttrace_query::encode;
 mod error;
 mod grpc;
 mod otlp;
 mod receive;
 mod sentry;
 mod sql;
+mod trace;
 mod zipkin;
 
 pub use auth::{Caller, ProjectKey, Projects};
@@ -229,6 +232,7 @@ fn router(shared: Shared) -> Router {
         .route("/api/{project_id}/envelope", post(sentry::envelope))
         .route("/api/v2/spans", post(zipkin::post_spans))
         .route("/api/v1/sql", post(sql::run_sql))
+        .route("/api/v1/traces/{id}", get(trace::get_trace))
         .route("/health", get(health))
         .route("/ready", get(health))
         .fallback(not_found)
