@@ -45,8 +45,8 @@ pub(crate) fn render_attributes<'r>(
     Ok(())
 }
 
-/// The text of one attribute value and its type.
-fn render_value<'r>(
+/// The text of one attribute value (or log body) and its type.
+pub(crate) fn render_value<'r>(
     value: Option<&'r AnyValue>,
     text: &mut String,
 ) -> Result<(PendingValue<'r>, AttrType), NestedTooDeep> {

@@ -1,5 +1,5 @@
-//! Receivers' decoders: wire formats (OTLP, Zipkin v2, Sentry envelopes) in,
-//! Arrow `spans` (and `errors`) batches out.
+//! Receivers' decoders: wire formats (OTLP traces and logs, Zipkin v2, Sentry
+//! envelopes) in, Arrow `spans` (and `logs`, `errors`) batches out.
 //!
 //! This crate is the "decode to Arrow RecordBatch" stage of the data path in
 //! `DESIGN.md`. It is pure: no sockets, no files, no clocks, so every function
@@ -8,6 +8,7 @@
 //! ```text
 //! HTTP / gRPC body ──► decompress ──► decode_otlp_traces  ──► RecordBatch ──► WAL
 //!   (server crate)     (this crate)     decode_zipkin_spans   (spans_schema)  (storage)
+//!                                       decode_otlp_logs      (logs_schema)
 //!                                       (this crate)
 //!                                             │
 //!                     encode_traces_response ◄┘ accepted / rejected counts
@@ -65,6 +66,64 @@
 //! whose spans would expand to more than `max(64 MiB, 16 × body size)` of text
 //! (at most 1 GiB): resource attributes are copied onto each of their spans, and
 //! a small body must not be able to make a huge batch.
+//!
+//! # OTLP logs to the `logs` table
+//!
+//! [`decode_otlp_logs`] reads an `ExportLogsServiceRequest` (the body of
+//! `POST /v1/logs` and of gRPC `LogsService/Export`) the way traces are read:
+//! protobuf in place by the same borrowing wire decoder (held to prost's
+//! `ExportLogsServiceRequest` by differential tests and a fuzz target; the
+//! prost path stays as `decode_otlp_logs_protobuf_with_prost`), JSON with
+//! serde. Each log record becomes one row of
+//! [`lighttrace_model::logs_schema`]:
+//!
+//! | OTLP `LogRecord` | `logs` column |
+//! |---|---|
+//! | `time_unix_nano`; when 0, `observed_time_unix_nano` (0 when both are) | `time` |
+//! | `observed_time_unix_nano`; 0 is null | `observed_time` |
+//! | `trace_id`: 16 bytes; empty or all zeros is null | `trace_id` (32 lowercase hex) |
+//! | `span_id`: 8 bytes; empty or all zeros is null | `span_id` (16 lowercase hex) |
+//! | `severity_number`, as sent | `severity_number` |
+//! | `severity_text`; empty is null | `severity_text` |
+//! | `body`: a string as it is; any other value rendered as an attribute value is (table above); no body, or one with no value set, is null | `body` |
+//! | the type of a non-string `body` (`int`, `double`, `bool`, `bytes`, `array`, `kvlist`) | `body_type` (null for a string) |
+//! | `attributes` | `attributes`, `attribute_types` |
+//! | the resource's attributes | `resource_attributes`, `resource_attribute_types` |
+//! | the scope's `name`, `version`; empty is null | `scope_name`, `scope_version` |
+//! | `flags` | `flags` |
+//! | `event_name`; empty is null | `event_name` |
+//! | resource attribute `service.name` (a non-empty string), else `unknown_service` | `service_name` |
+//! | (none) | `project` = the caller's argument, `source` = `otlp` |
+//!
+//! A record whose `trace_id` is neither empty nor 16 bytes, or whose
+//! `span_id` is neither empty nor 8 bytes, is rejected and counted in
+//! [`DecodedLogs::rejected`] (the rest is kept; OTLP partial success, answered
+//! with [`encode_logs_response`]'s `rejectedLogRecords`). Every other record
+//! is kept: a time past the year 2262 is stored as the largest timestamp. As
+//! for spans, values nested deeper than 16 levels, or a request that would
+//! expand to more than `max(64 MiB, 16 × body size)` of text, make the whole
+//! request [`IngestError::Malformed`].
+//!
+//! ```
+//! use arrow::array::AsArray;
+//! use lighttrace_ingest::{OtlpEncoding, decode_otlp_logs};
+//!
+//! let body = br#"{"resourceLogs":[{
+//!     "resource":{"attributes":[{"key":"service.name","value":{"stringValue":"payment"}}]},
+//!     "scopeLogs":[{"logRecords":[
+//!         {"timeUnixNano":"1544712660300000000","severityNumber":17,"severityText":"ERROR",
+//!          "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+//!          "body":{"stringValue":"card declined"}},
+//!         {"timeUnixNano":"1544712660300000000","spanId":"eee1"}
+//!     ]}]
+//! }]}"#;
+//! let decoded = decode_otlp_logs(body, OtlpEncoding::Json, "default")?;
+//! assert_eq!((decoded.accepted, decoded.rejected), (1, 1));
+//! let column = |name| decoded.batch.column_by_name(name).unwrap().as_string::<i32>().value(0);
+//! assert_eq!(column("body"), "card declined");
+//! assert_eq!(column("trace_id"), "5b8efff798038103d269b633813fc60c");
+//! # Ok::<(), lighttrace_ingest::IngestError>(())
+//! ```
 //!
 //! # Zipkin v2 to the `spans` table
 //!
@@ -316,12 +375,16 @@
 
 mod attributes;
 mod compression;
+mod logs;
 mod otlp;
 mod protobuf;
 mod sentry;
 mod zipkin;
 
 pub use compression::decompress;
+#[doc(hidden)]
+pub use logs::decode_otlp_logs_protobuf_with_prost;
+pub use logs::{decode_otlp_logs, encode_logs_response, logs_response};
 #[doc(hidden)]
 pub use otlp::decode_otlp_protobuf_with_prost;
 pub use otlp::{decode_otlp_traces, encode_traces_response, traces_response};
@@ -353,6 +416,21 @@ pub struct DecodedSpans {
     /// Why spans were rejected, for the OTLP partial-success `error_message`;
     /// `None` when nothing was rejected. Lists the first few reasons only, so
     /// its length stays bounded whatever the request holds.
+    pub rejection_message: Option<String>,
+}
+
+/// The log records of one export request, ready for the WAL.
+#[derive(Debug, Clone)]
+pub struct DecodedLogs {
+    /// The accepted log records; the schema is [`lighttrace_model::logs_schema`].
+    pub batch: arrow::array::RecordBatch,
+    /// Log records in `batch`.
+    pub accepted: usize,
+    /// Log records dropped by validation (trace or span ids of a wrong length).
+    pub rejected: usize,
+    /// Why log records were rejected, for the OTLP partial-success
+    /// `error_message`; `None` when nothing was rejected. Lists the first few
+    /// reasons only.
     pub rejection_message: Option<String>,
 }
 

@@ -47,7 +47,11 @@ pub fn decode_otlp_traces(
 ) -> Result<DecodedSpans, IngestError> {
     match encoding {
         OtlpEncoding::Protobuf => crate::protobuf::decode(body, project, expansion_budget(body)),
-        OtlpEncoding::Json => append_request(&parse_json(body)?, project, expansion_budget(body)),
+        OtlpEncoding::Json => append_request(
+            &parse_json(body, "ExportTraceServiceRequest")?,
+            project,
+            expansion_budget(body),
+        ),
     }
 }
 
@@ -66,7 +70,7 @@ pub fn decode_otlp_protobuf_with_prost(
     append_request(&request, project, expansion_budget(body))
 }
 
-fn expansion_budget(body: &[u8]) -> usize {
+pub(crate) fn expansion_budget(body: &[u8]) -> usize {
     expansion_budget_for(body.len())
 }
 
@@ -76,7 +80,11 @@ pub(crate) fn expansion_budget_for(len: usize) -> usize {
         .clamp(MIN_EXPANSION_BUDGET, MAX_EXPANSION_BUDGET)
 }
 
-fn parse_json(body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
+/// Reads an OTLP/JSON export request (`message` names it in errors).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    message: &str,
+) -> Result<T, IngestError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => {
             return Err(IngestError::Malformed(
@@ -85,9 +93,9 @@ fn parse_json(body: &[u8]) -> Result<ExportTraceServiceRequest, IngestError> {
         }
         // serde would also read a struct from a JSON array, by field position.
         Some(b) if *b != b'{' => {
-            return Err(IngestError::Malformed(
-                "invalid OTLP JSON: expected an ExportTraceServiceRequest object".to_string(),
-            ));
+            return Err(IngestError::Malformed(format!(
+                "invalid OTLP JSON: expected an {message} object"
+            )));
         }
         Some(_) => {}
     }
@@ -225,17 +233,56 @@ pub(crate) fn validate(span: &SpanIdentity<'_>) -> Result<ValidSpan, Rejection> 
     })
 }
 
-/// Counts rejected spans and spells out the first few.
-#[derive(Default)]
+/// What a request holds a list of, for rejection and budget messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Noun {
+    pub one: &'static str,
+    pub many: &'static str,
+}
+
+pub(crate) const SPANS: Noun = Noun {
+    one: "span",
+    many: "spans",
+};
+
+pub(crate) const LOG_RECORDS: Noun = Noun {
+    one: "log record",
+    many: "log records",
+};
+
+/// Counts rejected spans (or log records) and spells out the first few.
 pub(crate) struct Rejections {
     count: usize,
     listed: String,
+    noun: Noun,
+}
+
+impl Default for Rejections {
+    fn default() -> Self {
+        Rejections::of(SPANS)
+    }
 }
 
 impl Rejections {
-    pub(crate) fn add(&mut self, resource: usize, scope: usize, span: usize, why: &Rejection) {
+    pub(crate) fn of(noun: Noun) -> Self {
+        Rejections {
+            count: 0,
+            listed: String::new(),
+            noun,
+        }
+    }
+
+    /// A rejected item of an OTLP request, where `item` is its index in its scope.
+    pub(crate) fn add(
+        &mut self,
+        resource: usize,
+        scope: usize,
+        item: usize,
+        why: &dyn fmt::Display,
+    ) {
+        let one = self.noun.one;
         self.push(format_args!(
-            "span {span} of scope {scope} of resource {resource}: {why}"
+            "{one} {item} of scope {scope} of resource {resource}: {why}"
         ));
     }
 
@@ -263,7 +310,11 @@ impl Rejections {
         if self.count == 0 {
             return None;
         }
-        let spans = if self.count == 1 { "span" } else { "spans" };
+        let spans = if self.count == 1 {
+            self.noun.one
+        } else {
+            self.noun.many
+        };
         let unlisted = self.count.saturating_sub(MAX_LISTED_REJECTIONS);
         let more = if unlisted > 0 {
             format!("; and {unlisted} more")
@@ -305,15 +356,25 @@ pub(crate) fn nested_too_deep(e: crate::attributes::NestedTooDeep) -> IngestErro
     IngestError::Malformed(e.to_string())
 }
 
-/// The text that a request may still expand to, spent span by span.
+/// The text that a request may still expand to, spent span by span (or log
+/// record by log record).
 pub(crate) struct Budget {
     limit: usize,
     spent: usize,
+    noun: Noun,
 }
 
 impl Budget {
     pub(crate) fn new(limit: usize) -> Self {
-        Budget { limit, spent: 0 }
+        Budget::of(limit, SPANS)
+    }
+
+    pub(crate) fn of(limit: usize, noun: Noun) -> Self {
+        Budget {
+            limit,
+            spent: 0,
+            noun,
+        }
     }
 
     /// Spends the bytes of one accepted span, its resource's attributes included.
@@ -327,9 +388,10 @@ impl Budget {
             .saturating_add(resource_bytes)
             .saturating_add(span_bytes);
         if self.spent > self.limit {
+            let one = self.noun.one;
             return Err(IngestError::Malformed(format!(
-                "request expands to more than {} bytes of span data \
-                 (resource attributes are repeated on every span); send smaller batches",
+                "request expands to more than {} bytes of {one} data \
+                 (resource attributes are repeated on every {one}); send smaller batches",
                 self.limit
             )));
         }

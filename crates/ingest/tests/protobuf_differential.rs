@@ -1,4 +1,5 @@
-//! The borrowing OTLP/protobuf decoder against the prost one it replaced.
+//! The borrowing OTLP/protobuf decoders (traces and logs) against the prost
+//! ones they replaced.
 //!
 //! Requests are generated as raw protobuf, so that they can hold what prost's
 //! encoder never writes but a client may: fields in any order, an embedded
@@ -7,8 +8,10 @@
 //! decoders must give the same batch, counts and rejection message, or both
 //! refuse it (with the same message, unless prost already fails to decode it).
 
+use arrow::array::RecordBatch;
 use lighttrace_ingest::{
-    DecodedSpans, IngestError, OtlpEncoding, decode_otlp_protobuf_with_prost, decode_otlp_traces,
+    DecodedLogs, DecodedSpans, IngestError, OtlpEncoding, decode_otlp_logs,
+    decode_otlp_logs_protobuf_with_prost, decode_otlp_protobuf_with_prost, decode_otlp_traces,
 };
 
 // ---------------------------------------------------------------- encoding
@@ -93,10 +96,56 @@ struct Tally {
     refusals: usize,
 }
 
-/// Decodes `body` both ways and insists on the same outcome.
+/// What a decoder made of a body: the batch, accepted, rejected and message.
+struct Outcome {
+    batch: RecordBatch,
+    accepted: usize,
+    rejected: usize,
+    rejection_message: Option<String>,
+}
+
+impl From<DecodedSpans> for Outcome {
+    fn from(d: DecodedSpans) -> Self {
+        Outcome {
+            batch: d.batch,
+            accepted: d.accepted,
+            rejected: d.rejected,
+            rejection_message: d.rejection_message,
+        }
+    }
+}
+
+impl From<DecodedLogs> for Outcome {
+    fn from(d: DecodedLogs) -> Self {
+        Outcome {
+            batch: d.batch,
+            accepted: d.accepted,
+            rejected: d.rejected,
+            rejection_message: d.rejection_message,
+        }
+    }
+}
+
+/// Decodes trace request `body` both ways and insists on the same outcome.
 fn compare(body: &[u8], tally: &mut Tally) {
-    let ours = decode_otlp_traces(body, OtlpEncoding::Protobuf, "proj");
-    let reference = decode_otlp_protobuf_with_prost(body, "proj");
+    let ours = decode_otlp_traces(body, OtlpEncoding::Protobuf, "proj").map(Outcome::from);
+    let reference = decode_otlp_protobuf_with_prost(body, "proj").map(Outcome::from);
+    compare_outcomes(ours, reference, body, tally);
+}
+
+/// Decodes logs request `body` both ways and insists on the same outcome.
+fn compare_logs(body: &[u8], tally: &mut Tally) {
+    let ours = decode_otlp_logs(body, OtlpEncoding::Protobuf, "proj").map(Outcome::from);
+    let reference = decode_otlp_logs_protobuf_with_prost(body, "proj").map(Outcome::from);
+    compare_outcomes(ours, reference, body, tally);
+}
+
+fn compare_outcomes(
+    ours: Result<Outcome, IngestError>,
+    reference: Result<Outcome, IngestError>,
+    body: &[u8],
+    tally: &mut Tally,
+) {
     match (ours, reference) {
         (Ok(ours), Ok(reference)) => {
             assert_same(&ours, &reference, body);
@@ -124,7 +173,7 @@ fn compare(body: &[u8], tally: &mut Tally) {
     }
 }
 
-fn assert_same(ours: &DecodedSpans, reference: &DecodedSpans, body: &[u8]) {
+fn assert_same(ours: &Outcome, reference: &Outcome, body: &[u8]) {
     assert_eq!(
         (ours.accepted, ours.rejected, &ours.rejection_message),
         (
@@ -814,4 +863,252 @@ fn scalar_attributes_in_the_common_layout_decode_as_prost_decodes_them() {
         compare(&body(&one_span(span)), &mut tally);
     }
     assert!(tally.ok > 100 && tally.wire_errors > 10, "{tally:?}");
+}
+
+// ---------------------------------------------------------------- logs
+
+fn log_record(rng: &mut Rng) -> Vec<F> {
+    let time = *rng.pick(&[0, 5, u64::MAX, 1_700_000_000_000_000_000]);
+    let mut fields = vec![F::Fixed64(1, time)];
+    if rng.chance(70) {
+        fields.push(F::Fixed64(11, *rng.pick(&[0, 7, u64::MAX, time])));
+    }
+    if rng.chance(80) {
+        fields.push(F::Bytes(9, log_id(rng, 16)));
+    }
+    if rng.chance(70) {
+        fields.push(F::Bytes(10, log_id(rng, 8)));
+    }
+    if rng.chance(70) {
+        fields.push(F::Varint(2, *rng.pick(&[0, 9, 17, 24, 99, u64::MAX])));
+    }
+    if rng.chance(60) {
+        fields.push(string_field(rng, 3));
+    }
+    if rng.chance(30) {
+        fields.push(string_field(rng, 12));
+    }
+    if rng.chance(40) {
+        fields.push(F::Fixed32(8, *rng.pick(&[0, 1, u32::MAX])));
+    }
+    if rng.chance(10) {
+        fields.push(F::Varint(7, 3));
+    }
+    // The body: usually one, sometimes none, empty, too deep, or split in two.
+    match rng.below(20) {
+        0 => {}
+        1 => fields.push(F::Message(5, vec![])),
+        2 => {
+            let levels = 15 + rng.below(4);
+            fields.push(F::Message(5, nested(rng, levels)));
+        }
+        3 | 4 => {
+            fields.push(F::Message(5, any_value(rng, 1)));
+            fields.push(F::Message(5, any_value(rng, 1)));
+        }
+        _ => fields.push(F::Message(5, any_value(rng, 1))),
+    }
+    fields.extend(attributes(rng, 6, 5));
+    fields
+}
+
+/// An id of `len` bytes, or one of another length, empty or all zeros.
+fn log_id(rng: &mut Rng, len: usize) -> Vec<u8> {
+    match rng.below(12) {
+        0 => rng.bytes(len + 1),
+        1 => rng.bytes(len / 2),
+        _ => id(rng, len),
+    }
+}
+
+fn resource_logs(rng: &mut Rng) -> Vec<F> {
+    let mut fields = Vec::new();
+    if rng.chance(85) {
+        let mut resource = Vec::new();
+        if rng.chance(75) {
+            let name = match rng.below(6) {
+                0 => vec![F::Varint(3, 5)],
+                1 => vec![text(1, "")],
+                _ => vec![text(1, "checkout")],
+            };
+            resource.push(F::Message(
+                1,
+                vec![text(1, "service.name"), F::Message(2, name)],
+            ));
+        }
+        resource.extend(attributes(rng, 1, 5));
+        fields.push(F::Message(1, resource));
+    }
+    for _ in 0..rng.below(3) {
+        let mut scope_logs = Vec::new();
+        if rng.chance(80) {
+            let mut scope = vec![string_field(rng, 1)];
+            if rng.chance(60) {
+                scope.push(string_field(rng, 2));
+            }
+            scope.extend(attributes(rng, 3, 2));
+            scope_logs.push(F::Message(1, scope));
+        }
+        for _ in 0..rng.below(5) {
+            scope_logs.push(F::Message(2, log_record(rng)));
+        }
+        if rng.chance(10) {
+            scope_logs.push(string_field(rng, 3));
+        }
+        fields.push(F::Message(2, scope_logs));
+    }
+    if rng.chance(10) {
+        fields.push(text(3, "https://opentelemetry.io/schemas/1.4.0"));
+    }
+    fields
+}
+
+fn generated_logs(seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut fields: Vec<F> = (0..1 + rng.below(3))
+        .map(|_| F::Message(1, resource_logs(&mut rng)))
+        .collect();
+    if rng.chance(70) {
+        perturb(&mut rng, &mut fields);
+    }
+    body(&fields)
+}
+
+fn valid_log_record() -> Vec<F> {
+    vec![
+        F::Fixed64(1, 10),
+        F::Bytes(9, vec![1; 16]),
+        F::Bytes(10, vec![2; 8]),
+        F::Message(5, vec![text(1, "hello")]),
+    ]
+}
+
+/// A logs request of one record, with `record` as its fields.
+fn one_log_record(record: Vec<F>) -> Vec<F> {
+    vec![F::Message(
+        1,
+        vec![F::Message(2, vec![F::Message(2, record)])],
+    )]
+}
+
+#[test]
+fn generated_logs_requests_decode_as_prost_decodes_them() {
+    let mut tally = Tally::default();
+    for seed in 0..3000 {
+        compare_logs(&generated_logs(seed), &mut tally);
+    }
+    assert!(tally.ok > 1500, "{tally:?}");
+    assert!(tally.accepted > 1500, "{tally:?}");
+    assert!(tally.rejected > 300, "{tally:?}");
+    assert!(tally.wire_errors > 30, "{tally:?}");
+    assert!(tally.refusals > 30, "{tally:?}");
+}
+
+#[test]
+fn every_truncation_and_corruption_of_a_logs_request_decodes_as_prost_decodes_it() {
+    let mut tally = Tally::default();
+    for seed in [3, 11, 42] {
+        let full = generated_logs(seed);
+        for cut in 0..=full.len() {
+            compare_logs(&full[..cut], &mut tally);
+        }
+    }
+    let mut rng = Rng::new(9);
+    for seed in 0..1000 {
+        let mut bytes = generated_logs(seed);
+        if bytes.is_empty() {
+            continue;
+        }
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(bytes.len());
+            bytes[at] ^= 1 << rng.below(8);
+        }
+        compare_logs(&bytes, &mut tally);
+    }
+    assert!(tally.ok > 100 && tally.wire_errors > 100, "{tally:?}");
+}
+
+#[test]
+fn every_known_log_record_field_with_another_wire_type_is_refused_by_both() {
+    let mut tally = Tally::default();
+    for tag in 1..=13 {
+        for field in [
+            F::Varint(tag, 1),
+            F::Fixed32(tag, 1),
+            F::Fixed64(tag, 1),
+            F::Bytes(tag, vec![]),
+            F::Group(tag, vec![]),
+        ] {
+            let mut record = valid_log_record();
+            record.push(field.clone());
+            compare_logs(&body(&one_log_record(record)), &mut tally);
+            // The same inside the body, and in a rejected record.
+            let mut record = valid_log_record();
+            record.push(F::Message(5, vec![field.clone()]));
+            compare_logs(&body(&one_log_record(record)), &mut tally);
+            let mut record = valid_log_record();
+            record[1] = F::Bytes(9, vec![1; 3]);
+            record.push(F::Message(5, vec![field.clone()]));
+            record.push(F::Message(6, vec![field]));
+            compare_logs(&body(&one_log_record(record)), &mut tally);
+        }
+    }
+    assert!(tally.wire_errors > 30 && tally.ok > 10, "{tally:?}");
+}
+
+/// prost merges a `body` given twice: a scalar is replaced, an array or
+/// kvlist of the same case extended, another case replaces it.
+#[test]
+fn log_bodies_given_twice_merge_as_prost_merges_them() {
+    let mut tally = Tally::default();
+    let values: Vec<Vec<F>> = vec![
+        vec![],
+        vec![text(1, "a")],
+        vec![F::Varint(3, 7)],
+        vec![F::Fixed64(4, 0.5f64.to_bits())],
+        vec![F::Varint(2, 1)],
+        vec![F::Bytes(7, vec![1, 2])],
+        vec![F::Varint(8, 1)],
+        vec![F::Message(5, vec![F::Message(1, vec![text(1, "x")])])],
+        vec![F::Message(5, vec![F::Message(1, vec![F::Varint(3, 1)])])],
+        vec![F::Message(
+            6,
+            vec![F::Message(
+                1,
+                vec![text(1, "k"), F::Message(2, vec![text(1, "v")])],
+            )],
+        )],
+        vec![F::Varint(99, 1)],
+    ];
+    for first in &values {
+        for second in &values {
+            let mut record = valid_log_record();
+            record.pop();
+            record.push(F::Message(5, first.clone()));
+            record.push(text(3, "between"));
+            record.push(F::Message(5, second.clone()));
+            compare_logs(&body(&one_log_record(record)), &mut tally);
+        }
+    }
+    assert_eq!(tally.ok, values.len() * values.len(), "{tally:?}");
+}
+
+#[test]
+fn log_bodies_nested_near_both_limits_are_decided_as_prost_decides_them() {
+    let mut tally = Tally::default();
+    let mut rng = Rng::new(5);
+    for levels in (14..20).chain(92..100) {
+        let deep = nested(&mut rng, levels);
+        let mut rendered = valid_log_record();
+        rendered.push(F::Message(5, deep.clone()));
+        compare_logs(&body(&one_log_record(rendered)), &mut tally);
+        let mut rejected = valid_log_record();
+        rejected[2] = F::Bytes(10, vec![2; 3]);
+        rejected.push(F::Message(5, deep));
+        compare_logs(&body(&one_log_record(rejected)), &mut tally);
+    }
+    assert!(
+        tally.ok > 5 && tally.wire_errors > 5 && tally.refusals >= 3,
+        "{tally:?}"
+    );
 }

@@ -176,7 +176,7 @@ pub struct RenderedAttributes<'a> {
 }
 
 impl<'a> RenderedAttributes<'a> {
-    fn value(&self, attr: &'a PendingAttr<'a>) -> &'a str {
+    pub(crate) fn value(&self, attr: &'a PendingAttr<'a>) -> &'a str {
         match &attr.value {
             PendingValue::Borrowed(s) => s,
             // A range that is not in `text` is the decoder's bug; an empty
@@ -185,7 +185,7 @@ impl<'a> RenderedAttributes<'a> {
         }
     }
 
-    fn attributes(&self, range: Range<usize>) -> &'a [PendingAttr<'a>] {
+    pub(crate) fn attributes(&self, range: Range<usize>) -> &'a [PendingAttr<'a>] {
         self.attributes.get(range).unwrap_or_default()
     }
 }
@@ -197,7 +197,11 @@ fn new_map_builder() -> AttrMapBuilder {
 }
 
 /// Appends the attributes to the value map and the non-string types to the type map.
-fn append_attrs(values: &mut AttrMapColumn, types: &mut AttrMapColumn, attrs: &[Attr<'_>]) {
+pub(crate) fn append_attrs(
+    values: &mut AttrMapColumn,
+    types: &mut AttrMapColumn,
+    attrs: &[Attr<'_>],
+) {
     append_attr_triples(
         values,
         types,
@@ -209,7 +213,7 @@ fn append_attrs(values: &mut AttrMapColumn, types: &mut AttrMapColumn, attrs: &[
 
 /// [`append_attrs`] for `(key, value, type)` triples.
 #[inline]
-fn append_attr_triples<'s>(
+pub(crate) fn append_attr_triples<'s>(
     values: &mut AttrMapColumn,
     types: &mut AttrMapColumn,
     attrs: impl Iterator<Item = (&'s str, &'s str, AttrType)>,
@@ -254,7 +258,7 @@ impl SharedAttributes {
         shared
     }
 
-    fn append_to(&self, values: &mut AttrMapColumn, types: &mut AttrMapColumn) {
+    pub(crate) fn append_to(&self, values: &mut AttrMapColumn, types: &mut AttrMapColumn) {
         values.push_runs(&self.keys, &self.values);
         types.push_runs(&self.type_keys, &self.type_values);
         values.end_row();

@@ -3,7 +3,7 @@
 //!
 //! | error | status | gRPC status | body says |
 //! |---|---|---|---|
-//! | `IngestError::Malformed`, `IngestError::BadCompression`, a request whose every span is invalid | 400 | `INVALID_ARGUMENT` | what was wrong |
+//! | `IngestError::Malformed`, `IngestError::BadCompression`, a request whose every span (log record) is invalid | 400 | `INVALID_ARGUMENT` | what was wrong |
 //! | `IngestError::TooLarge`, body over `max_body_bytes` | 413 | `RESOURCE_EXHAUSTED` | the limit |
 //! | `IngestError::UnsupportedContentEncoding`, unknown `Content-Type` | 415 | `INVALID_ARGUMENT` | what is supported |
 //! | `StorageError::Overloaded`, too many ingest requests in flight, body too slow | 503 + `Retry-After` (Sentry envelopes: 429, see below) | `UNAVAILABLE` + `RetryInfo` | retry later |

@@ -1,5 +1,6 @@
-//! LightTrace's servers: the OTLP/HTTP and Zipkin receivers and the SQL API on
-//! one port (axum), the OTLP/gRPC receiver on another (tonic).
+//! LightTrace's servers: the OTLP/HTTP (traces and logs) and Zipkin receivers
+//! and the SQL API on one port (axum), the OTLP/gRPC receivers on another
+//! (tonic).
 //!
 //! This crate sits between the network and the rest of the data path: a request
 //! body is decoded by `lighttrace-ingest`, written by `lighttrace-storage` (durable
@@ -10,23 +11,25 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/traces` | OTLP/HTTP traces: `application/x-protobuf` or `application/json`, gzip or identity. Answers an `ExportTraceServiceResponse` in the request's encoding, with `partialSuccess` when some spans were rejected. Errors carry a `google.rpc.Status`. |
+//! | `POST /v1/logs` | OTLP/HTTP logs into the `logs` table, with the same rules: an `ExportLogsServiceResponse`, with `partialSuccess` (`rejectedLogRecords`) when some log records were rejected (a trace or span id of a wrong length). |
 //! | `POST /api/{project_id}/envelope/` | Sentry envelopes from the unmodified Sentry SDKs (DSN `http://KEY@HOST:PORT/PROJECT_ID`): transactions and span items become `spans` rows of the project `PROJECT_ID`; gzip, br, deflate or identity; any or no `Content-Type`. 200 `{"id": "…"}`; 400 `{"error": "…"}` for a malformed envelope; 413 over a size limit; 429 with `Retry-After` and `X-Sentry-Rate-Limits` under overload; 401 for a wrong key when projects are configured. Error events become rows of `errors`. See `sentry.rs`. |
 //! | `POST /api/v2/spans` | Zipkin v2: a JSON array of spans (`application/json`, also when `Content-Type` is missing) or a proto3 `ListOfSpans` (`application/x-protobuf`), gzip or identity. 202 on success (with `{"rejectedSpans", "errorMessage"}` when some spans were invalid). Errors are `{"error": "…"}`. |
 //! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
 //! | `GET /api/v1/traces/{id}` | One trace across services (and the projects the key may read), analyzed: the span tree, clock-skew adjustment, self time, critical path, and the trace's errors and logs; the shape is `lighttrace_query::trace::TraceView`. The id in any case, with or without leading zeros; 400 for an id that is not up to 32 hex digits, 404 `{"error": "…"}` when no span of it is visible. |
 //! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
 //!
-//! On the gRPC port, one method: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
-//! (OTLP/gRPC), identity or gzip (`grpc-encoding`). It is the OTLP/HTTP receiver
-//! behind gRPC framing: the same decoder, limits and WAL records, with the errors
-//! as gRPC status codes (`OK` with `partial_success` when some spans were invalid,
-//! `INVALID_ARGUMENT` for bad data, `RESOURCE_EXHAUSTED` over a size limit,
-//! `UNAVAILABLE` with a `google.rpc.RetryInfo` under overload). See
-//! [`TraceGrpcService`].
+//! On the gRPC port, two methods: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
+//! and `opentelemetry.proto.collector.logs.v1.LogsService/Export` (OTLP/gRPC),
+//! identity or gzip (`grpc-encoding`). They are the OTLP/HTTP receivers behind
+//! gRPC framing: the same decoders, limits and WAL records, with the errors as
+//! gRPC status codes (`OK` with `partial_success` when some spans or log records
+//! were invalid, `INVALID_ARGUMENT` for bad data, `RESOURCE_EXHAUSTED` over a
+//! size limit, `UNAVAILABLE` with a `google.rpc.RetryInfo` under overload). See
+//! [`OtlpGrpcService`].
 //!
-//! Authentication does not exist yet: OTLP spans are written to the project
-//! [`DEFAULT_PROJECT`], Sentry spans to the project of the envelope's URL, and
-//! SQL reads every project.
+//! Authentication does not exist yet: OTLP spans and log records are written
+//! to the project [`DEFAULT_PROJECT`], Sentry spans to the project of the
+//! envelope's URL, and SQL reads every project.
 //!
 //! # Status codes
 //!
@@ -92,8 +95,8 @@ mod zipkin;
 pub use auth::{Caller, ProjectKey, Projects};
 pub use encode::ARROW_STREAM_CONTENT_TYPE;
 pub use error::ApiError;
-pub use grpc::{TRACE_SERVICE_NAME, TraceGrpcService, serve_grpc};
-pub use otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder};
+pub use grpc::{LOGS_SERVICE_NAME, OtlpGrpcService, TRACE_SERVICE_NAME, serve_grpc};
+pub use otlp::{OTLP_LOGS_WAL_KIND, OTLP_TRACES_WAL_KIND, OtlpLogsWalDecoder, OtlpWalDecoder};
 pub use receive::{ReceiverWalDecoder, wal_decoder};
 pub use sentry::{SENTRY_ENVELOPE_WAL_KIND, SentryWalDecoder};
 pub use zipkin::{ZIPKIN_WAL_KIND, ZipkinWalDecoder};
@@ -201,15 +204,16 @@ impl Shared {
 pub struct Endpoints {
     /// Every HTTP route (see [`app`]).
     pub http: Router,
-    /// OTLP/gRPC `TraceService/Export` (see [`TraceGrpcService`]).
-    pub grpc: TraceGrpcService,
+    /// OTLP/gRPC `TraceService/Export` and `LogsService/Export` (see
+    /// [`OtlpGrpcService`]).
+    pub grpc: OtlpGrpcService,
 }
 
 /// Builds the [`Endpoints`] of one server over `state`.
 pub fn endpoints(state: AppState) -> Endpoints {
     let shared = Shared::new(state);
     Endpoints {
-        grpc: TraceGrpcService::new(shared.clone()),
+        grpc: OtlpGrpcService::new(shared.clone()),
         http: router(shared),
     }
 }
@@ -223,6 +227,7 @@ pub fn app(state: AppState) -> Router {
 fn router(shared: Shared) -> Router {
     Router::new()
         .route("/v1/traces", post(otlp::export_traces))
+        .route("/v1/logs", post(otlp::export_logs))
         .route("/api/{project_id}/envelope/", post(sentry::envelope))
         .route("/api/{project_id}/envelope", post(sentry::envelope))
         .route("/api/v2/spans", post(zipkin::post_spans))
@@ -263,7 +268,7 @@ where
     use futures::FutureExt;
     let Endpoints {
         http: router,
-        grpc: trace_service,
+        grpc: otlp_service,
     } = endpoints(state);
     let shutdown = shutdown.shared();
     let http = http.tap_io(|stream| {
@@ -275,7 +280,7 @@ where
     let http = axum::serve(http, router)
         .with_graceful_shutdown(shutdown.clone())
         .into_future();
-    let grpc = serve_grpc(grpc, trace_service, shutdown);
+    let grpc = serve_grpc(grpc, otlp_service, shutdown);
     tokio::try_join!(http, grpc).map(|_| ())
 }
 

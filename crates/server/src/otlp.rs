@@ -1,6 +1,8 @@
-//! `POST /v1/traces`: the OTLP/HTTP trace receiver.
+//! `POST /v1/traces` and `POST /v1/logs`: the OTLP/HTTP receivers of traces
+//! and logs.
 //!
-//! A request goes through these steps, each of which may answer early:
+//! Both are one receiver, parametrised by the [`Signal`]: a request goes
+//! through these steps, each of which may answer early:
 //!
 //! 1. `Content-Type` picks the encoding (protobuf or JSON), else 415.
 //! 2. An ingest permit is taken without waiting, else 503: at most
@@ -9,14 +11,17 @@
 //! 3. The body is read under `max_body_bytes` (413) and `body_read_timeout` (503).
 //! 4. It is decompressed (gzip, with `max_decompressed_bytes` enforced while
 //!    inflating) and decoded into an Arrow batch, on the blocking pool unless small.
-//! 5. A request whose every span is invalid is answered 400; otherwise
-//!    [`Lake::write_logged`](lighttrace_storage::Lake::write_logged) makes the
-//!    valid spans durable and visible, and only then is the request answered
-//!    200, with `partialSuccess` counting the invalid ones.
+//! 5. A request whose every span (log record) is invalid is answered 400;
+//!    otherwise [`Lake::write_logged`](lighttrace_storage::Lake::write_logged)
+//!    makes the valid spans durable and visible in `spans` (log records in
+//!    `logs`), and only then is the request answered 200, with
+//!    `partialSuccess` counting the invalid ones (`rejectedSpans`,
+//!    `rejectedLogRecords`).
 //!
-//! Steps 4 and 5 are `ingest_traces`, which the OTLP/gRPC receiver (`grpc.rs`)
+//! Steps 4 and 5 are `ingest_otlp`, which the OTLP/gRPC receiver (`grpc.rs`)
 //! calls with the message bytes of an `Export` call; they are the path every
-//! receiver shares (`receive.rs`).
+//! receiver shares (`receive.rs`). Traces are logged in the WAL under
+//! [`OTLP_TRACES_WAL_KIND`], logs under [`OTLP_LOGS_WAL_KIND`].
 
 use arrow::array::RecordBatch;
 use axum::body::Body;
@@ -24,13 +29,45 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use lighttrace_ingest::{OtlpEncoding, decode_otlp_traces, encode_traces_response};
+use lighttrace_ingest::{
+    OtlpEncoding, decode_otlp_logs, decode_otlp_traces, encode_logs_response,
+    encode_traces_response,
+};
 use lighttrace_storage::WalRecordDecoder;
 
 use crate::body::{BodyLimits, content_encoding, content_length, read_body};
 use crate::error::{ApiError, ErrorFormat};
-use crate::receive::{Ingested, Receiver, decode_request_record, ingest_spans};
+use crate::receive::{Ingested, Receiver, decode_request_record, ingest_records};
 use crate::{DEFAULT_PROJECT, Shared};
+
+/// What an OTLP export request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// `ExportTraceServiceRequest`, into `spans`.
+    Traces,
+    /// `ExportLogsServiceRequest`, into `logs`.
+    Logs,
+}
+
+impl Signal {
+    fn receiver(self, encoding: OtlpEncoding) -> Receiver {
+        let wal_encoding = wal_encoding_byte(encoding);
+        match self {
+            Signal::Traces => Receiver {
+                name: "OTLP",
+                item: "span",
+                wal_kind: OTLP_TRACES_WAL_KIND,
+                wal_encoding,
+            },
+            Signal::Logs => Receiver {
+                name: "OTLP logs",
+                item: "log record",
+                wal_kind: OTLP_LOGS_WAL_KIND,
+                wal_encoding,
+            },
+        }
+    }
+}
 
 /// The two OTLP/HTTP encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,12 +127,25 @@ pub(crate) async fn export_traces(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let encoding = match Encoding::from_headers(&headers) {
+    export(&shared, Signal::Traces, &headers, body).await
+}
+
+/// Handler of `POST /v1/logs`.
+pub(crate) async fn export_logs(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    export(&shared, Signal::Logs, &headers, body).await
+}
+
+async fn export(shared: &Shared, signal: Signal, headers: &HeaderMap, body: Body) -> Response {
+    let encoding = match Encoding::from_headers(headers) {
         Ok(encoding) => encoding,
         // The client's encoding is unknown; JSON is the readable choice.
         Err(err) => return err.with_format(ErrorFormat::OtlpJson).into_response(),
     };
-    match ingest(&shared, encoding, &headers, body).await {
+    match ingest(shared, signal, encoding, headers, body).await {
         Ok(response) => response,
         Err(err) => err.with_format(encoding.error_format()).into_response(),
     }
@@ -103,13 +153,14 @@ pub(crate) async fn export_traces(
 
 async fn ingest(
     shared: &Shared,
+    signal: Signal,
     encoding: Encoding,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     // Refused before the body is read: a wrong key costs nothing.
     let caller = shared.state.config.projects.caller(headers)?;
-    // Held until the spans are written: it bounds the memory held by requests.
+    // Held until the records are written: it bounds the memory held by requests.
     let _permit = shared.ingest_permit()?;
 
     let content_encoding = content_encoding(headers)?;
@@ -120,19 +171,20 @@ async fn ingest(
     )
     .await?;
 
-    let ingested = ingest_traces(
+    let ingested = ingest_otlp(
         shared,
+        signal,
         body,
         content_encoding,
         encoding.ingest(),
         caller.project_or(DEFAULT_PROJECT),
     )
     .await?;
-    let body = encode_traces_response(
-        encoding.ingest(),
-        ingested.rejected,
-        ingested.rejection_message.as_deref(),
-    );
+    let (rejected, message) = (ingested.rejected, ingested.rejection_message.as_deref());
+    let body = match signal {
+        Signal::Traces => encode_traces_response(encoding.ingest(), rejected, message),
+        Signal::Logs => encode_logs_response(encoding.ingest(), rejected, message),
+    };
     Ok((
         StatusCode::OK,
         [(
@@ -145,33 +197,48 @@ async fn ingest(
 }
 
 /// The receivers' common part (OTLP/HTTP and OTLP/gRPC): decodes `body` and
-/// writes its valid spans, logging the request in the WAL (see
-/// [`ingest_spans`]). When this returns `Ok`, the spans are durable and visible.
-pub(crate) async fn ingest_traces(
+/// writes its valid spans or log records, logging the request in the WAL (see
+/// [`ingest_records`]). When this returns `Ok`, they are durable and visible.
+pub(crate) async fn ingest_otlp(
     shared: &Shared,
+    signal: Signal,
     body: Bytes,
     content_encoding: Option<String>,
     encoding: OtlpEncoding,
     project: &str,
 ) -> Result<Ingested, ApiError> {
-    let receiver = Receiver {
-        name: "OTLP",
-        wal_kind: OTLP_TRACES_WAL_KIND,
-        wal_encoding: wal_encoding_byte(encoding),
-    };
-    ingest_spans(
-        shared,
-        receiver,
-        body,
-        content_encoding,
-        project,
-        move |request, project| decode_otlp_traces(request, encoding, project),
-    )
-    .await
+    let receiver = signal.receiver(encoding);
+    match signal {
+        Signal::Traces => {
+            ingest_records(
+                shared,
+                receiver,
+                body,
+                content_encoding,
+                project,
+                move |request, project| decode_otlp_traces(request, encoding, project),
+            )
+            .await
+        }
+        Signal::Logs => {
+            ingest_records(
+                shared,
+                receiver,
+                body,
+                content_encoding,
+                project,
+                move |request, project| decode_otlp_logs(request, encoding, project),
+            )
+            .await
+        }
+    }
 }
 
 /// WAL record kind of an OTLP trace export request.
 pub const OTLP_TRACES_WAL_KIND: u8 = 16;
+
+/// WAL record kind of an OTLP logs export request.
+pub const OTLP_LOGS_WAL_KIND: u8 = 19;
 
 /// The encoding byte of an OTLP request record (see [`crate::receive`]).
 fn wal_encoding_byte(encoding: OtlpEncoding) -> u8 {
@@ -192,12 +259,34 @@ impl WalRecordDecoder for OtlpWalDecoder {
             return Err(format!("unknown WAL record kind {kind}"));
         }
         let (encoding, project, request) = decode_request_record("OTLP", body)?;
-        let encoding = match encoding {
-            0 => OtlpEncoding::Protobuf,
-            1 => OtlpEncoding::Json,
-            other => return Err(format!("unknown OTLP encoding {other} in WAL record")),
-        };
+        let encoding = wal_encoding("OTLP", encoding)?;
         decode_otlp_traces(request, encoding, project)
+            .map(|decoded| vec![decoded.batch])
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The encoding of an OTLP request record.
+fn wal_encoding(receiver: &str, byte: u8) -> Result<OtlpEncoding, String> {
+    match byte {
+        0 => Ok(OtlpEncoding::Protobuf),
+        1 => Ok(OtlpEncoding::Json),
+        other => Err(format!("unknown {receiver} encoding {other} in WAL record")),
+    }
+}
+
+/// Replays the OTLP logs requests the receiver logged in the WAL (kind
+/// [`OTLP_LOGS_WAL_KIND`]) into `logs` batches.
+pub struct OtlpLogsWalDecoder;
+
+impl WalRecordDecoder for OtlpLogsWalDecoder {
+    fn decode(&self, kind: u8, body: &[u8]) -> Result<Vec<RecordBatch>, String> {
+        if kind != OTLP_LOGS_WAL_KIND {
+            return Err(format!("unknown WAL record kind {kind}"));
+        }
+        let (encoding, project, request) = decode_request_record("OTLP logs", body)?;
+        let encoding = wal_encoding("OTLP logs", encoding)?;
+        decode_otlp_logs(request, encoding, project)
             .map(|decoded| vec![decoded.batch])
             .map_err(|e| e.to_string())
     }
@@ -239,6 +328,42 @@ mod tests {
             OtlpWalDecoder
                 .decode(OTLP_TRACES_WAL_KIND, &record[..2])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn logs_wal_records_decode_back_to_the_same_rows() {
+        let json = br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},"scopeLogs":[{"logRecords":[{"timeUnixNano":"1714564800000000000","traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","body":{"stringValue":"hello"}}]}]}]}"#;
+        let direct = decode_otlp_logs(json, OtlpEncoding::Json, "p7")
+            .unwrap()
+            .batch;
+        assert_eq!(direct.num_rows(), 1);
+        let record = encode_request_record(
+            wal_encoding_byte(OtlpEncoding::Json),
+            "p7",
+            Bytes::from_static(json),
+        )
+        .unwrap()
+        .concat();
+        assert_eq!(
+            OtlpLogsWalDecoder.decode(OTLP_LOGS_WAL_KIND, &record),
+            Ok(vec![direct.clone()])
+        );
+        // The server's decoder dispatches by kind.
+        assert_eq!(
+            crate::ReceiverWalDecoder.decode(OTLP_LOGS_WAL_KIND, &record),
+            Ok(vec![direct])
+        );
+        assert!(
+            OtlpLogsWalDecoder
+                .decode(OTLP_TRACES_WAL_KIND, &record)
+                .is_err()
+        );
+        let mut bad_encoding = record.clone();
+        bad_encoding[0] = 7;
+        assert_eq!(
+            OtlpLogsWalDecoder.decode(OTLP_LOGS_WAL_KIND, &bad_encoding),
+            Err("unknown OTLP logs encoding 7 in WAL record".to_string())
         );
     }
 

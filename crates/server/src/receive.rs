@@ -1,13 +1,14 @@
-//! What every span receiver does once it holds a request body, and the WAL
-//! records it leaves behind.
+//! What every receiver (of spans or log records) does once it holds a request
+//! body, and the WAL records it leaves behind.
 //!
-//! [`ingest_spans`] decompresses and decodes the body (on the blocking pool
-//! unless it is small), refuses a request whose every span is invalid (400),
-//! and otherwise writes the valid spans with
-//! [`Lake::write_logged`](lighttrace_storage::Lake::write_logged): the WAL
-//! keeps the decompressed request, a fraction of the Arrow data's size, and
-//! [`ReceiverWalDecoder`] decodes it again on replay. When it returns `Ok`, the
-//! spans are durable and visible.
+//! [`ingest_records`] decompresses and decodes the body (on the blocking pool
+//! unless it is small), refuses a request whose every span (or log record) is
+//! invalid (400), and otherwise writes the valid ones with
+//! [`Lake::write_logged`](lighttrace_storage::Lake::write_logged), which routes
+//! the batch to its table by its schema: the WAL keeps the decompressed
+//! request, a fraction of the Arrow data's size, and [`ReceiverWalDecoder`]
+//! decodes it again on replay. When it returns `Ok`, the records are durable
+//! and visible.
 //!
 //! # WAL records
 //!
@@ -23,6 +24,7 @@
 //! |---|---|---|
 //! | 16 ([`OTLP_TRACES_WAL_KIND`]) | OTLP traces, HTTP and gRPC | 0 protobuf, 1 JSON |
 //! | 18 ([`ZIPKIN_WAL_KIND`]) | Zipkin v2 `POST /api/v2/spans` | 0 JSON, 1 protobuf |
+//! | 19 ([`OTLP_LOGS_WAL_KIND`]) | OTLP logs, HTTP (`POST /v1/logs`) and gRPC | 0 protobuf, 1 JSON |
 //!
 //! The Sentry envelope receiver (`sentry.rs`) has its own path and record
 //! layout, kind 17 ([`SENTRY_ENVELOPE_WAL_KIND`]): an envelope also carries
@@ -31,19 +33,19 @@
 //!
 //! Decoding is deterministic, so replay yields the rows the request was
 //! acknowledged with. A record of a kind this server does not know fails the
-//! replay loudly rather than dropping acknowledged spans.
+//! replay loudly rather than dropping acknowledged spans or log records.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
-use lighttrace_ingest::{DecodedSpans, IngestError, decompress};
+use lighttrace_ingest::{DecodedLogs, DecodedSpans, IngestError, decompress};
 use lighttrace_storage::WalRecordDecoder;
 
 use crate::Shared;
 use crate::error::ApiError;
-use crate::otlp::{OTLP_TRACES_WAL_KIND, OtlpWalDecoder};
+use crate::otlp::{OTLP_LOGS_WAL_KIND, OTLP_TRACES_WAL_KIND, OtlpLogsWalDecoder, OtlpWalDecoder};
 use crate::sentry::{SENTRY_ENVELOPE_WAL_KIND, SentryWalDecoder};
 use crate::zipkin::{ZIPKIN_WAL_KIND, ZipkinWalDecoder};
 
@@ -51,21 +53,55 @@ use crate::zipkin::{ZIPKIN_WAL_KIND, ZipkinWalDecoder};
 /// ones on the blocking pool so they do not hold up the reactor.
 pub(crate) const INLINE_DECODE_BYTES: usize = 64 * 1024;
 
-/// A receiver, as [`ingest_spans`] needs to know it.
+/// A receiver, as [`ingest_records`] needs to know it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Receiver {
     /// For logs and internal errors: `OTLP`, `Zipkin`.
     pub name: &'static str,
+    /// What its requests hold a list of, for messages: `span`, `log record`.
+    pub item: &'static str,
     /// Its WAL record kind.
     pub wal_kind: u8,
     /// The encoding byte of its WAL records (see the module docs).
     pub wal_encoding: u8,
 }
 
+/// What a receiver's decoder made of a request.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// The valid records, of one table's schema.
+    pub batch: RecordBatch,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub rejection_message: Option<String>,
+}
+
+impl From<DecodedSpans> for Decoded {
+    fn from(d: DecodedSpans) -> Self {
+        Decoded {
+            batch: d.batch,
+            accepted: d.accepted,
+            rejected: d.rejected,
+            rejection_message: d.rejection_message,
+        }
+    }
+}
+
+impl From<DecodedLogs> for Decoded {
+    fn from(d: DecodedLogs) -> Self {
+        Decoded {
+            batch: d.batch,
+            accepted: d.accepted,
+            rejected: d.rejected,
+            rejection_message: d.rejection_message,
+        }
+    }
+}
+
 /// What became of a request that was acknowledged.
 #[derive(Debug)]
 pub(crate) struct Ingested {
-    /// Spans left out as invalid.
+    /// Spans (or log records) left out as invalid.
     pub rejected: usize,
     /// Why, for the client.
     pub rejection_message: Option<String>,
@@ -73,9 +109,9 @@ pub(crate) struct Ingested {
 
 /// Decompresses `body` (its `Content-Encoding`), decodes it with `decode`
 /// (given the decompressed bytes and the project), and writes the valid spans
-/// to the lake, logging the request under the receiver's WAL kind; see the
-/// module docs.
-pub(crate) async fn ingest_spans<F>(
+/// or log records to the lake, logging the request under the receiver's WAL
+/// kind; see the module docs.
+pub(crate) async fn ingest_records<F, D>(
     shared: &Shared,
     receiver: Receiver,
     body: Bytes,
@@ -84,7 +120,8 @@ pub(crate) async fn ingest_spans<F>(
     decode: F,
 ) -> Result<Ingested, ApiError>
 where
-    F: FnOnce(&[u8], &str) -> Result<DecodedSpans, IngestError> + Send + 'static,
+    F: FnOnce(&[u8], &str) -> Result<D, IngestError> + Send + 'static,
+    D: Into<Decoded> + Send + 'static,
 {
     let is_identity = content_encoding
         .as_deref()
@@ -92,9 +129,9 @@ where
     let inline = is_identity && body.len() <= INLINE_DECODE_BYTES;
     let max_decompressed = shared.state.config.max_decompressed_bytes;
     let project = project.to_owned();
-    let run = move || -> Result<(DecodedSpans, Option<Vec<Bytes>>), IngestError> {
+    let run = move || -> Result<(Decoded, Option<Vec<Bytes>>), IngestError> {
         let raw = decompress(&body, content_encoding.as_deref(), max_decompressed)?;
-        let decoded = decode(&raw, &project)?;
+        let decoded = decode(&raw, &project)?.into();
         // An uncompressed request is logged from the body itself, without a copy.
         let raw = match raw {
             Cow::Borrowed(_) => body.clone(),
@@ -113,19 +150,19 @@ where
         })??
     };
 
-    let DecodedSpans {
+    let Decoded {
         batch,
         accepted,
         rejected,
         rejection_message,
-        ..
     } = decoded;
     if accepted == 0 && rejected > 0 {
         // Nothing to keep: the request as a whole is invalid (OTLP: 400 /
         // INVALID_ARGUMENT, not a partial success).
-        let reasons = rejection_message.as_deref().unwrap_or("invalid spans");
+        let item = receiver.item;
+        let reasons = rejection_message.unwrap_or_default();
         return Err(ApiError::bad_request(format!(
-            "every span was rejected ({rejected}): {reasons}"
+            "every {item} was rejected ({rejected}): {reasons}"
         )));
     }
     if batch.num_rows() > 0 {
@@ -138,9 +175,10 @@ where
     }
     tracing::debug!(
         receiver = receiver.name,
+        item = receiver.item,
         accepted,
         rejected,
-        "spans ingested"
+        "ingested"
     );
     Ok(Ingested {
         rejected,
@@ -194,6 +232,7 @@ impl WalRecordDecoder for ReceiverWalDecoder {
             OTLP_TRACES_WAL_KIND => OtlpWalDecoder.decode(kind, body),
             SENTRY_ENVELOPE_WAL_KIND => SentryWalDecoder.decode(kind, body),
             ZIPKIN_WAL_KIND => ZipkinWalDecoder.decode(kind, body),
+            OTLP_LOGS_WAL_KIND => OtlpLogsWalDecoder.decode(kind, body),
             other => Err(format!("unknown WAL record kind {other}")),
         }
     }

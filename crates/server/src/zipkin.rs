@@ -33,7 +33,7 @@ use lighttrace_storage::WalRecordDecoder;
 
 use crate::body::{BodyLimits, content_encoding, content_length, read_body};
 use crate::error::ApiError;
-use crate::receive::{Receiver, decode_request_record, ingest_spans};
+use crate::receive::{Receiver, decode_request_record, ingest_records};
 use crate::{DEFAULT_PROJECT, Shared};
 
 /// WAL record kind of a Zipkin v2 request.
@@ -93,10 +93,11 @@ async fn receive(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Res
     .await?;
     let receiver = Receiver {
         name: "Zipkin",
+        item: "span",
         wal_kind: ZIPKIN_WAL_KIND,
         wal_encoding: wal_encoding_byte(encoding),
     };
-    let ingested = ingest_spans(
+    let ingested = ingest_records(
         shared,
         receiver,
         body,

@@ -178,12 +178,16 @@ async fn garbage_is_invalid_argument_and_harms_nothing() {
 
     let status = raw_call(
         &url,
-        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
         None,
         frame(false, b""),
     )
     .await;
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(
+        status.message().contains("LogsService/Export"),
+        "{status:?}"
+    );
 
     // The server still works, and stored nothing of the above.
     client(&url)

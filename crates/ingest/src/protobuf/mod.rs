@@ -24,6 +24,7 @@
 //!   attribute renderings are those of [`crate::otlp`] and
 //!   [`crate::attributes`], shared with the JSON path.
 
+pub(crate) mod logs;
 mod schema;
 mod values;
 pub(crate) mod wire;
@@ -46,7 +47,7 @@ use values::{RenderError, render_key_value};
 use wire::{RECURSION_LIMIT, Reader, Value, WireError};
 
 /// Why decoding stopped early.
-enum Stop {
+pub(super) enum Stop {
     /// The body is not a valid request.
     Wire(WireError),
     /// The body is valid protobuf that we refuse as a whole.
@@ -68,7 +69,7 @@ impl From<RenderError> for Stop {
     }
 }
 
-fn malformed(e: WireError) -> IngestError {
+pub(super) fn malformed(e: WireError) -> IngestError {
     IngestError::Malformed(format!("invalid OTLP protobuf: {e}"))
 }
 
@@ -165,7 +166,7 @@ fn estimate_size(body: &[u8]) -> BatchSizing {
 /// The key's length and about the rendered value's of an encoded `KeyValue`
 /// whose key comes first, as encoders write it; the value's encoding is about
 /// as long as its text (an int's decimal digits, a string's bytes).
-fn key_value_sizes(kv: &[u8]) -> (usize, usize) {
+pub(super) fn key_value_sizes(kv: &[u8]) -> (usize, usize) {
     match Reader::new(kv, "").next_field() {
         Ok(Some((1, Value::Len(key)))) => (key.len(), kv.len().saturating_sub(key.len() + 4)),
         _ => (kv.len() / 2, kv.len() / 2),
@@ -188,7 +189,7 @@ struct Sink<'r, 'p> {
 
 /// Skips, a second time, a field that the first pass over a message has
 /// already checked; only groups need reading to be passed.
-fn pass_again<'r>(
+pub(super) fn pass_again<'r>(
     reader: &mut Reader<'r>,
     tag: u32,
     value: Value<'r>,
@@ -290,7 +291,7 @@ fn read_resource_spans<'r>(
     Ok(())
 }
 
-fn read_resource<'r>(
+pub(super) fn read_resource<'r>(
     body: &'r [u8],
     ctx: u32,
     text: &mut String,
@@ -326,12 +327,12 @@ struct Position {
 
 /// The name and version of a scope, merged over its `scope` fields.
 #[derive(Default)]
-struct Scope<'r> {
-    name: Option<&'r str>,
-    version: Option<&'r str>,
+pub(super) struct Scope<'r> {
+    pub name: Option<&'r str>,
+    pub version: Option<&'r str>,
 }
 
-fn read_scope<'r>(body: &'r [u8], ctx: u32, scope: &mut Scope<'r>) -> Result<(), Stop> {
+pub(super) fn read_scope<'r>(body: &'r [u8], ctx: u32, scope: &mut Scope<'r>) -> Result<(), Stop> {
     // Present, even if empty: like prost's `Some(InstrumentationScope)`.
     scope.name.get_or_insert("");
     scope.version.get_or_insert("");

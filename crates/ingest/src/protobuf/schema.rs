@@ -1,4 +1,4 @@
-//! The OTLP trace messages as prost-generated code declares them
+//! The OTLP trace and logs messages as prost-generated code declares them
 //! (opentelemetry-proto 0.33, `opentelemetry.proto.*.v1`), and a walk that
 //! checks a body against them without keeping anything.
 //!
@@ -10,9 +10,13 @@
 
 use super::wire::{Reader, Value, WireResult};
 
-/// One message type of the OTLP trace export request.
+/// One message type of the OTLP trace or logs export request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Message {
+    ExportLogsServiceRequest,
+    ResourceLogs,
+    ScopeLogs,
+    LogRecord,
     ExportTraceServiceRequest,
     ResourceSpans,
     Resource,
@@ -45,6 +49,10 @@ enum Kind {
 impl Message {
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Message::ExportLogsServiceRequest => "ExportLogsServiceRequest",
+            Message::ResourceLogs => "ResourceLogs",
+            Message::ScopeLogs => "ScopeLogs",
+            Message::LogRecord => "LogRecord",
             Message::ExportTraceServiceRequest => "ExportTraceServiceRequest",
             Message::ResourceSpans => "ResourceSpans",
             Message::Resource => "Resource",
@@ -67,6 +75,27 @@ impl Message {
         use Kind::*;
         use Message as M;
         let field = match (self, tag) {
+            (M::ExportLogsServiceRequest, 1) => (
+                Embedded(M::ResourceLogs),
+                "ExportLogsServiceRequest.resource_logs",
+            ),
+            (M::ResourceLogs, 1) => (Embedded(M::Resource), "ResourceLogs.resource"),
+            (M::ResourceLogs, 2) => (Embedded(M::ScopeLogs), "ResourceLogs.scope_logs"),
+            (M::ResourceLogs, 3) => (String, "ResourceLogs.schema_url"),
+            (M::ScopeLogs, 1) => (Embedded(M::InstrumentationScope), "ScopeLogs.scope"),
+            (M::ScopeLogs, 2) => (Embedded(M::LogRecord), "ScopeLogs.log_records"),
+            (M::ScopeLogs, 3) => (String, "ScopeLogs.schema_url"),
+            (M::LogRecord, 1) => (Fixed64, "LogRecord.time_unix_nano"),
+            (M::LogRecord, 2) => (Varint, "LogRecord.severity_number"),
+            (M::LogRecord, 3) => (String, "LogRecord.severity_text"),
+            (M::LogRecord, 5) => (Embedded(M::AnyValue), "LogRecord.body"),
+            (M::LogRecord, 6) => (Embedded(M::KeyValue), "LogRecord.attributes"),
+            (M::LogRecord, 7) => (Varint, "LogRecord.dropped_attributes_count"),
+            (M::LogRecord, 8) => (Fixed32, "LogRecord.flags"),
+            (M::LogRecord, 9) => (Bytes, "LogRecord.trace_id"),
+            (M::LogRecord, 10) => (Bytes, "LogRecord.span_id"),
+            (M::LogRecord, 11) => (Fixed64, "LogRecord.observed_time_unix_nano"),
+            (M::LogRecord, 12) => (String, "LogRecord.event_name"),
             (M::ExportTraceServiceRequest, 1) => (
                 Embedded(M::ResourceSpans),
                 "ExportTraceServiceRequest.resource_spans",

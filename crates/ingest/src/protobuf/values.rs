@@ -40,15 +40,32 @@ enum Source<'r> {
     /// An `AnyValue` body (an element of an `ArrayValue`, or the only `value`
     /// of a `KeyValue`).
     One(&'r [u8]),
-    /// A `KeyValue` body with several `value` fields, to be read as one.
-    Merged(&'r [u8]),
+    /// A message with several `AnyValue` fields of number `tag` (a
+    /// `KeyValue`'s `value`, a `LogRecord`'s `body`), to be read as one.
+    Merged {
+        parent: &'r [u8],
+        message: Message,
+        tag: u32,
+    },
 }
 
-/// The fields of an `AnyValue`, across all its `value` fields when merged.
+impl<'r> Source<'r> {
+    /// Several `value` fields of a `KeyValue` body.
+    fn key_value(body: &'r [u8]) -> Self {
+        Source::Merged {
+            parent: body,
+            message: Message::KeyValue,
+            tag: 2,
+        }
+    }
+}
+
+/// The fields of an `AnyValue`, across all its fields in the parent when merged.
 struct Fields<'r> {
     current: Reader<'r>,
-    /// The rest of the `KeyValue` and its recursion budget, when merged.
-    rest: Option<(Reader<'r>, u32)>,
+    /// The rest of the parent, its `AnyValue` field number and its recursion
+    /// budget, when merged.
+    rest: Option<(Reader<'r>, u32, u32)>,
 }
 
 impl<'r> Fields<'r> {
@@ -60,9 +77,13 @@ impl<'r> Fields<'r> {
                 current: Reader::new(body, name),
                 rest: None,
             },
-            Source::Merged(key_value) => Fields {
+            Source::Merged {
+                parent,
+                message,
+                tag,
+            } => Fields {
                 current: Reader::new(&[], name),
-                rest: Some((Reader::new(key_value, Message::KeyValue.name()), ctx + 1)),
+                rest: Some((Reader::new(parent, message.name()), tag, ctx + 1)),
             },
         }
     }
@@ -73,19 +94,19 @@ impl<'r> Fields<'r> {
             if let Some(field) = self.current.next_field()? {
                 return Ok(Some(field));
             }
-            let Some((key_value, kv_ctx)) = &mut self.rest else {
+            let Some((parent, value_tag, parent_ctx)) = &mut self.rest else {
                 return Ok(None);
             };
-            // The KeyValue was checked when its key was read: only groups need skipping.
+            // The parent was checked when it was first read: only groups need skipping.
             loop {
-                match key_value.next_field()? {
+                match parent.next_field()? {
                     None => return Ok(None),
-                    Some((2, Value::Len(body))) => {
+                    Some((tag, Value::Len(body))) if tag == *value_tag => {
                         self.current = Reader::new(body, Message::AnyValue.name());
                         break;
                     }
                     Some((tag, value @ (Value::StartGroup | Value::EndGroup))) => {
-                        key_value.skip_unknown(tag, value, *kv_ctx)?;
+                        parent.skip_unknown(tag, value, *parent_ctx)?;
                     }
                     Some(_) => {}
                 }
@@ -323,7 +344,7 @@ fn read_key_value(body: &[u8], ctx: u32) -> WireResult<(&str, Option<Source<'_>>
                 let any = value.message("KeyValue.value", ctx)?;
                 source = Some(match source {
                     None => Source::One(any),
-                    Some(_) => Source::Merged(body),
+                    Some(_) => Source::key_value(body),
                 });
             }
             3 => {
@@ -423,6 +444,15 @@ fn render_value<'r>(
     text: &mut String,
 ) -> Result<(PendingValue<'r>, AttrType), RenderError> {
     let resolved = resolve(source, ctx)?;
+    render_resolved(source, ctx, &resolved, text)
+}
+
+fn render_resolved<'r>(
+    source: Source<'r>,
+    ctx: u32,
+    resolved: &Resolved<'r>,
+    text: &mut String,
+) -> Result<(PendingValue<'r>, AttrType), RenderError> {
     let start = text.len();
     let ty = match resolved.case {
         Case::Unset | Case::Strindex => AttrType::String,
@@ -444,7 +474,7 @@ fn render_value<'r>(
         Case::KvList => AttrType::KvList,
     };
     if resolved.has_containers {
-        render_containers(source, ctx, &resolved, 1, text)?;
+        render_containers(source, ctx, resolved, 1, text)?;
     }
     let value = match resolved.case {
         Case::Unset | Case::Strindex => PendingValue::Borrowed(""),
@@ -453,4 +483,29 @@ fn render_value<'r>(
         _ => PendingValue::Text(start..text.len()),
     };
     Ok((value, ty))
+}
+
+/// Renders the body of a log record like an attribute value: `bodies` are its
+/// `body` fields (prost merges several into one), read with budget `ctx`,
+/// within the `LogRecord` body `record`. `None` when no value is set.
+pub(crate) fn render_body<'r>(
+    record: &'r [u8],
+    bodies: &[&'r [u8]],
+    ctx: u32,
+    text: &mut String,
+) -> Result<Option<(PendingValue<'r>, AttrType)>, RenderError> {
+    let source = match bodies {
+        [] => return Ok(None),
+        [body] => Source::One(body),
+        _ => Source::Merged {
+            parent: record,
+            message: Message::LogRecord,
+            tag: 5,
+        },
+    };
+    let resolved = resolve(source, ctx)?;
+    if resolved.case == Case::Unset {
+        return Ok(None);
+    }
+    render_resolved(source, ctx, &resolved, text).map(Some)
 }

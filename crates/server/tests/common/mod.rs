@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use bytes::Bytes;
 use lighttrace_query::{QueryConfig, QueryEngine};
-use lighttrace_server::{AppState, ServerConfig, TraceGrpcService, endpoints, serve_grpc};
+use lighttrace_server::{AppState, OtlpGrpcService, ServerConfig, endpoints, serve_grpc};
 use lighttrace_storage::{Lake, StorageConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -28,7 +28,7 @@ pub const BASE_NS: u64 = 1_714_564_800_000_000_000;
 pub struct TestApp {
     pub router: Router,
     /// Shares the router's ingest permits; see [`TestApp::grpc_url`].
-    pub grpc: TraceGrpcService,
+    pub grpc: OtlpGrpcService,
     pub lake: Arc<Lake>,
     pub query: Arc<QueryEngine>,
     pub dir: tempfile::TempDir,
