@@ -184,11 +184,8 @@ pub(crate) fn sentry_envelope(request: &ExportTraceServiceRequest) -> Vec<u8> {
             .unwrap_or_default();
         let event_id = event_id(root_span);
         if first {
-            let language = string_attr(resource, "telemetry.sdk.language").unwrap_or("other");
-            let header = json!({
-                "event_id": event_id,
-                "sdk": { "name": format!("sentry.{language}"), "version": SENTRY_SDK_VERSION },
-            });
+            // Each transaction names its own SDK: an envelope mixes services.
+            let header = json!({ "event_id": event_id });
             serde_json::to_writer(&mut out, &header).expect("JSON values always serialize");
             out.push(b'\n');
             first = false;
@@ -270,6 +267,7 @@ fn transaction_json(
         "start_timestamp": seconds(root.start_time_unix_nano),
         "timestamp": seconds(root.end_time_unix_nano),
         "environment": "production",
+        "sdk": { "name": format!("sentry.{language}"), "version": SENTRY_SDK_VERSION },
         "contexts": {
             "trace": Value::Object(trace),
             "otel": { "resource": Value::Object(otel_resource) },
