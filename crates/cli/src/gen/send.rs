@@ -775,6 +775,24 @@ mod tests {
         assert_eq!(summary.rejected_spans, 2 * summary.requests);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_without_a_server_is_retried_then_fails() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut args = args(&format!("http://127.0.0.1:{port}"), 5);
+        args.protocol = Protocol::OtlpGrpc;
+        args.concurrency = 1;
+        args.max_retries = 1;
+        let error = run(args).await.expect_err("nothing listens");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("Unavailable") && message.contains("after 1 retries"),
+            "{message}"
+        );
+    }
+
     #[test]
     fn rate_limiter_spaces_requests_by_their_spans() {
         let mut limiter = RateLimiter::new(1000.0);
