@@ -9,9 +9,12 @@
 //! * [`generator`]: [`Generator`] turns a topology and a seed into OTLP
 //!   `ExportTraceServiceRequest`s: pure and deterministic, byte for byte. Its
 //!   module doc describes the realism model.
-//! * `send`: posts the requests to `{target}/v1/traces` with bounded
-//!   concurrency, an optional span-rate limit, retries on 429/503 that honour
-//!   `Retry-After`, and a progress bar.
+//! * `wire`: the same requests as Zipkin v2 JSON or a Sentry envelope.
+//! * `send`: sends the requests in the chosen [`Protocol`] (`{target}/v1/traces`,
+//!   gRPC `TraceService/Export`, `{target}/api/v2/spans`,
+//!   `{target}/api/{project}/envelope/`) with bounded concurrency, an optional
+//!   span-rate limit, retries on 429/503 (gRPC: `UNAVAILABLE`) that honour
+//!   `Retry-After` (gRPC: `RetryInfo`), and a progress bar.
 //!
 //! ```ignore
 //! # fn demo() -> anyhow::Result<()> {
@@ -30,6 +33,7 @@
 mod generator;
 mod send;
 mod topology;
+mod wire;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -66,9 +70,20 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 1, env = "LIGHTTRACE_GEN_SEED")]
     pub seed: u64,
 
-    /// Server to send to, e.g. http://127.0.0.1:4318 (spans go to URL/v1/traces).
+    /// Server to send to, e.g. http://127.0.0.1:4318 (spans go to URL/v1/traces,
+    /// URL/api/v2/spans or URL/api/PROJECT/envelope/ by --protocol); for
+    /// otlp-grpc the gRPC address, e.g. http://127.0.0.1:4317.
     #[arg(long, value_name = "URL", env = "LIGHTTRACE_GEN_TARGET")]
     pub target: Option<String>,
+
+    /// Wire format to send the traces in (--target only); the same seed sends
+    /// the same spans in every format.
+    #[arg(long, value_enum, default_value_t = Protocol::OtlpHttp)]
+    pub protocol: Protocol,
+
+    /// Sentry project id of the envelope URL (--protocol sentry).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub sentry_project: u64,
 
     /// Data directory to write directly, instead of sending to a server.
     #[arg(long, value_name = "DIR")]
@@ -124,6 +139,20 @@ pub struct GenArgs {
     pub json: bool,
 }
 
+/// The wire format `lighttrace gen --target` sends.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// OTLP/HTTP protobuf, `POST {target}/v1/traces`.
+    #[default]
+    OtlpHttp,
+    /// OTLP/gRPC, `TraceService/Export` at the target address.
+    OtlpGrpc,
+    /// Zipkin v2 JSON, `POST {target}/api/v2/spans`.
+    Zipkin,
+    /// Sentry envelopes of transactions, `POST {target}/api/{project}/envelope/`.
+    Sentry,
+}
+
 /// What a `--target` run sent. Only requests the server acknowledged with a
 /// 2xx count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +171,8 @@ pub struct GenSummary {
     /// Spans the server acknowledged but reported as rejected (OTLP partial
     /// success).
     pub rejected_spans: u64,
-    /// Uncompressed OTLP protobuf bytes of the acknowledged requests.
+    /// Uncompressed bytes of the acknowledged requests' payloads in the wire
+    /// format sent (OTLP protobuf, Zipkin JSON, Sentry envelope).
     pub payload_bytes: u64,
 }
 
@@ -200,10 +230,16 @@ pub async fn run(args: GenArgs) -> anyhow::Result<GenSummary> {
     let Some(target) = &args.target else {
         bail!("gen::run sends to a server and needs --target; --data is written by the caller");
     };
-    let endpoint = traces_endpoint(target)?;
+    let endpoint = match args.protocol {
+        Protocol::OtlpHttp => endpoint(target, "/v1/traces")?,
+        Protocol::OtlpGrpc => endpoint(target, "")?,
+        Protocol::Zipkin => endpoint(target, "/api/v2/spans")?,
+        Protocol::Sentry => endpoint(target, &format!("/api/{}/envelope/", args.sentry_project))?,
+    };
     let headers = header_map(&args.headers)?;
     let generator = build_generator(&args)?;
     let options = send::SendOptions {
+        protocol: args.protocol,
         endpoint,
         headers,
         gzip: args.gzip,
@@ -251,8 +287,8 @@ pub fn build_generator(args: &GenArgs) -> anyhow::Result<Generator> {
     })
 }
 
-/// `{target}/v1/traces`, unless the target already names that path.
-fn traces_endpoint(target: &str) -> anyhow::Result<reqwest::Url> {
+/// `{target}{path}`, unless the target already names that path.
+fn endpoint(target: &str, path: &str) -> anyhow::Result<reqwest::Url> {
     let url = reqwest::Url::parse(target).with_context(|| {
         format!("--target {target:?} is not a URL (e.g. http://127.0.0.1:4318)")
     })?;
@@ -263,10 +299,11 @@ fn traces_endpoint(target: &str) -> anyhow::Result<reqwest::Url> {
         ),
         other => bail!("--target {target:?}: unsupported scheme {other:?}, use http://"),
     }
-    if url.path().trim_end_matches('/').ends_with("/v1/traces") {
+    let bare = path.trim_end_matches('/');
+    if bare.is_empty() || url.path().trim_end_matches('/').ends_with(bare) {
         return Ok(url);
     }
-    let joined = format!("{}/v1/traces", url.as_str().trim_end_matches('/'));
+    let joined = format!("{}{path}", url.as_str().trim_end_matches('/'));
     reqwest::Url::parse(&joined).with_context(|| format!("--target {target:?}"))
 }
 
@@ -451,7 +488,7 @@ mod tests {
 
     #[test]
     fn endpoint_appends_the_otlp_path_once() {
-        let url = |t: &str| traces_endpoint(t).map(|u| u.to_string());
+        let url = |t: &str| endpoint(t, "/v1/traces").map(|u| u.to_string());
         assert_eq!(
             url("http://127.0.0.1:4318").unwrap(),
             "http://127.0.0.1:4318/v1/traces"
@@ -461,6 +498,12 @@ mod tests {
         assert_eq!(url("http://h:1/v1/traces").unwrap(), "http://h:1/v1/traces");
         assert!(format!("{:#}", url("https://h").unwrap_err()).contains("plain HTTP"));
         assert!(url("127.0.0.1:4318").is_err());
+        let sentry = endpoint("http://h:1", "/api/3/envelope/").expect("url");
+        assert_eq!(sentry.as_str(), "http://h:1/api/3/envelope/");
+        let zipkin = endpoint("http://h:1/api/v2/spans", "/api/v2/spans").expect("url");
+        assert_eq!(zipkin.as_str(), "http://h:1/api/v2/spans");
+        let grpc = endpoint("http://127.0.0.1:4317", "").expect("url");
+        assert_eq!(grpc.as_str(), "http://127.0.0.1:4317/");
     }
 
     #[test]

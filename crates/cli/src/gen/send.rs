@@ -1,13 +1,15 @@
-//! Sending generated requests to a server: OTLP/HTTP protobuf, bounded
+//! Sending generated requests to a server: OTLP/HTTP protobuf, OTLP/gRPC,
+//! Zipkin v2 JSON or Sentry envelopes (converted by `wire`), bounded
 //! concurrency, an optional span-rate limit, and retries that honour
-//! `Retry-After`.
+//! `Retry-After` (gRPC: `RetryInfo`).
 //!
 //! One blocking thread runs the [`Generator`] (it is CPU work and sequential);
 //! requests flow through a small channel to the dispatcher, which waits for the
 //! rate limiter and for a free slot (at most `concurrency` requests in
 //! flight; a finished one is reaped, and its outcome recorded, first), then spawns a task per request that
 //! encodes it (on the blocking pool), posts it and retries it. A request counts
-//! only once the server answered 2xx.
+//! only once the server answered 2xx (gRPC: `OK`). gRPC calls share one HTTP/2
+//! connection, as an OTLP exporter's do.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use chrono::Utc;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use indicatif::{ProgressBar, ProgressStyle};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -26,8 +29,12 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
 
-use super::{GenSummary, Generator};
+use super::{GenSummary, Generator, Protocol, wire};
 
 /// The longest `Retry-After` honoured; a longer one is cut to this.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
@@ -37,7 +44,9 @@ const RATE_BURST: Duration = Duration::from_secs(1);
 const MAX_WARNINGS: u64 = 5;
 
 pub(crate) struct SendOptions {
-    /// `…/v1/traces`.
+    pub(crate) protocol: Protocol,
+    /// `…/v1/traces`, `…/api/v2/spans`, `…/api/{project}/envelope/`, or the
+    /// gRPC server's address.
     pub(crate) endpoint: reqwest::Url,
     pub(crate) headers: HeaderMap,
     pub(crate) gzip: bool,
@@ -62,7 +71,7 @@ struct Acknowledged {
     spans: u64,
     rejected_spans: u64,
     retries: u64,
-    /// Uncompressed OTLP protobuf bytes of the request.
+    /// Uncompressed bytes of the request's payload in its wire format.
     payload_bytes: u64,
     warning: Option<String>,
 }
@@ -74,11 +83,7 @@ pub(crate) async fn send_all(
     options: SendOptions,
 ) -> anyhow::Result<GenSummary> {
     let started = Instant::now();
-    let client = reqwest::Client::builder()
-        .timeout(options.timeout)
-        .pool_max_idle_per_host(options.concurrency)
-        .build()
-        .context("cannot build the HTTP client")?;
+    let client = Client::new(&options)?;
     let bar = progress_bar(options.progress, generator.traces_total());
     let options = Arc::new(options);
 
@@ -197,8 +202,119 @@ fn progress_bar(enabled: bool, traces: u64) -> ProgressBar {
     ProgressBar::new(traces).with_style(style)
 }
 
-/// Encodes, posts and retries one request.
+/// The connection(s) requests go out on.
+#[derive(Clone)]
+enum Client {
+    Http(reqwest::Client),
+    Grpc(TraceServiceClient<Channel>),
+}
+
+impl Client {
+    fn new(options: &SendOptions) -> anyhow::Result<Client> {
+        if options.protocol != Protocol::OtlpGrpc {
+            let client = reqwest::Client::builder()
+                .timeout(options.timeout)
+                .pool_max_idle_per_host(options.concurrency)
+                .build()
+                .context("cannot build the HTTP client")?;
+            return Ok(Client::Http(client));
+        }
+        let channel = Channel::from_shared(options.endpoint.to_string())
+            .with_context(|| format!("--target {} is not a gRPC address", options.endpoint))?
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout)
+            .connect_lazy();
+        let mut client = TraceServiceClient::new(channel);
+        if options.gzip {
+            client = client.send_compressed(CompressionEncoding::Gzip);
+        }
+        Ok(Client::Grpc(client))
+    }
+}
+
+/// Encodes, sends and retries one request.
 async fn send_one(
+    client: &Client,
+    options: &SendOptions,
+    batch: Batch,
+) -> anyhow::Result<Acknowledged> {
+    match client {
+        Client::Http(client) => send_http(client, options, batch).await,
+        Client::Grpc(client) => send_grpc(client.clone(), options, batch).await,
+    }
+}
+
+/// Calls `TraceService/Export`, retrying the codes OTLP exporters retry.
+async fn send_grpc(
+    mut client: TraceServiceClient<Channel>,
+    options: &SendOptions,
+    batch: Batch,
+) -> anyhow::Result<Acknowledged> {
+    let Batch {
+        request,
+        traces,
+        spans,
+    } = batch;
+    let payload_bytes = request.encoded_len() as u64;
+    let endpoint = &options.endpoint;
+    let metadata = MetadataMap::from_headers(options.headers.clone());
+    let mut retries = 0u32;
+    loop {
+        let mut call = tonic::Request::new(request.clone());
+        *call.metadata_mut() = metadata.clone();
+        let status = match client.export(call).await {
+            Ok(response) => {
+                let (rejected_spans, message) = match response.into_inner().partial_success {
+                    Some(partial) => (partial.rejected_spans.max(0) as u64, partial.error_message),
+                    None => (0, String::new()),
+                };
+                let warning = (rejected_spans > 0 || !message.is_empty())
+                    .then(|| format!("the server rejected {rejected_spans} spans: {message}"));
+                return Ok(Acknowledged {
+                    traces,
+                    spans,
+                    rejected_spans: rejected_spans.min(spans),
+                    retries: u64::from(retries),
+                    payload_bytes,
+                    warning,
+                });
+            }
+            Err(status) => status,
+        };
+        let delay = status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay);
+        // OTLP/gRPC: these codes are retryable, RESOURCE_EXHAUSTED only when
+        // the server says when to retry. A refused connection is UNAVAILABLE.
+        let retryable = matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Aborted
+                | tonic::Code::OutOfRange
+                | tonic::Code::DataLoss
+        ) || (status.code() == tonic::Code::ResourceExhausted && delay.is_some());
+        if !retryable || retries >= options.max_retries {
+            let after = if retryable {
+                format!(" after {retries} retries")
+            } else {
+                String::new()
+            };
+            bail!(
+                "{endpoint} answered {:?}{after}: {}",
+                status.code(),
+                status.message()
+            );
+        }
+        retries += 1;
+        let wait = delay.unwrap_or_else(|| backoff(retries - 1));
+        tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
+    }
+}
+
+/// Encodes, posts and retries one request over HTTP.
+async fn send_http(
     client: &reqwest::Client,
     options: &SendOptions,
     batch: Batch,
@@ -208,17 +324,22 @@ async fn send_one(
         traces,
         spans,
     } = batch;
-    let gzip = options.gzip;
-    let payload_bytes = request.encoded_len() as u64;
-    let body = tokio::task::spawn_blocking(move || encode(&request, gzip))
-        .await
-        .context("the encoding task panicked")??;
+    let (gzip, protocol) = (options.gzip, options.protocol);
+    let (body, payload_bytes) =
+        tokio::task::spawn_blocking(move || encode(&request, protocol, gzip))
+            .await
+            .context("the encoding task panicked")??;
+    let content_type = match protocol {
+        Protocol::OtlpHttp | Protocol::OtlpGrpc => "application/x-protobuf",
+        Protocol::Zipkin => "application/json",
+        Protocol::Sentry => "application/x-sentry-envelope",
+    };
     let endpoint = &options.endpoint;
     let mut retries = 0u32;
     loop {
         let mut post = client
             .post(endpoint.clone())
-            .header(CONTENT_TYPE, "application/x-protobuf");
+            .header(CONTENT_TYPE, content_type);
         if gzip {
             post = post.header(CONTENT_ENCODING, "gzip");
         }
@@ -229,7 +350,13 @@ async fn send_one(
             .await;
         let retry_in = match outcome {
             Ok(response) if response.status().is_success() => {
-                let (rejected_spans, warning) = partial_success(response).await;
+                let (rejected_spans, warning) = if protocol == Protocol::OtlpHttp {
+                    partial_success(response).await
+                } else {
+                    // Zipkin answers 202, Sentry an event id: nothing to count.
+                    let _ = response.bytes().await;
+                    (0, None)
+                };
                 return Ok(Acknowledged {
                     traces,
                     spans,
@@ -279,14 +406,25 @@ async fn send_one(
     }
 }
 
-fn encode(request: &ExportTraceServiceRequest, gzip: bool) -> anyhow::Result<Vec<u8>> {
-    let bytes = request.encode_to_vec();
+/// The request's body in `protocol`'s format, gzipped when asked, and the
+/// payload's size before compression.
+fn encode(
+    request: &ExportTraceServiceRequest,
+    protocol: Protocol,
+    gzip: bool,
+) -> anyhow::Result<(Vec<u8>, u64)> {
+    let bytes = match protocol {
+        Protocol::OtlpHttp | Protocol::OtlpGrpc => request.encode_to_vec(),
+        Protocol::Zipkin => wire::zipkin_json(request),
+        Protocol::Sentry => wire::sentry_envelope(request),
+    };
+    let payload_bytes = bytes.len() as u64;
     if !gzip {
-        return Ok(bytes);
+        return Ok((bytes, payload_bytes));
     }
     let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::fast());
     encoder.write_all(&bytes).context("gzip failed")?;
-    encoder.finish().context("gzip failed")
+    Ok((encoder.finish().context("gzip failed")?, payload_bytes))
 }
 
 fn is_transient(error: &reqwest::Error) -> bool {
@@ -430,7 +568,7 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
-    use super::super::{GenArgs, HIPSTER_SHOP, run};
+    use super::super::{GenArgs, HIPSTER_SHOP, Protocol, run};
     use super::*;
 
     /// What the fake server answers: status, extra headers, body.
@@ -533,6 +671,8 @@ mod tests {
             traces: Some(traces),
             seed: 3,
             target: Some(target.to_owned()),
+            protocol: Protocol::OtlpHttp,
+            sentry_project: 1,
             data: None,
             rate: None,
             start: None,
@@ -633,6 +773,24 @@ mod tests {
         .await;
         let summary = run(args(&target, 20)).await.expect("run succeeds");
         assert_eq!(summary.rejected_spans, 2 * summary.requests);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_without_a_server_is_retried_then_fails() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut args = args(&format!("http://127.0.0.1:{port}"), 5);
+        args.protocol = Protocol::OtlpGrpc;
+        args.concurrency = 1;
+        args.max_retries = 1;
+        let error = run(args).await.expect_err("nothing listens");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("Unavailable") && message.contains("after 1 retries"),
+            "{message}"
+        );
     }
 
     #[test]
