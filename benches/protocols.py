@@ -21,19 +21,15 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPOLOGY = os.path.join(ROOT, "..", "shared", "data", "topologies", "hipster-shop.json")
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/lighttrace-release"))
 BIN = os.path.join(TARGET, "release", "lighttrace")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROTOCOLS = ["otlp-http", "otlp-grpc", "zipkin", "sentry"]
 LABELS = {
     "otlp-http": "OTLP/HTTP protobuf",
@@ -43,63 +39,13 @@ LABELS = {
 }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-class Server:
-    def __init__(self, data):
-        self.port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.grpc_url = f"http://127.0.0.1:{self.grpc_port}"
-        self.log = open(data.rstrip("/") + f"-server-{self.port}.log", "w")
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--data", data, "--http", f"127.0.0.1:{self.port}",
-             "--grpc", f"127.0.0.1:{self.grpc_port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(self.url + "/health", timeout=1).read()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"server did not start; see {self.log.name}")
-                time.sleep(0.05)
-
-    def sql(self, query):
-        req = urllib.request.Request(self.url + "/api/v1/sql", data=json.dumps({"sql": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read())
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self.log.close()
-
-    def stop_with_cpu(self):
-        """SIGTERM, wait for the exit; returns the CPU seconds of the whole run."""
-        self.proc.send_signal(signal.SIGTERM)
-        _, status, usage = os.wait4(self.proc.pid, 0)
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
-        self.log.close()
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-        return usage.ru_utime + usage.ru_stime
+# The server harness is spine.py's (this file's folder is on sys.path when run).
+from spine import Server, cpu_seconds  # noqa: E402
 
 
 def bench(workdir, protocol, traces, concurrency):
     data = os.path.join(workdir, protocol)
-    server = Server(data)
+    server = Server(data, grpc=True, binary=BIN)
     cpu0 = cpu_seconds(server.proc.pid)
     target = server.grpc_url if protocol == "otlp-grpc" else server.url
     t0 = time.time()
@@ -111,8 +57,8 @@ def bench(workdir, protocol, traces, concurrency):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     # Stop at once: the shutdown flush writes what is still buffered, and its
     # CPU belongs to these spans.
-    cpu = server.stop_with_cpu() - cpu0
-    server = Server(data)
+    cpu = server.stop_with_usage()[0] - cpu0
+    server = Server(data, binary=BIN)
     count = server.sql("SELECT count(*) FROM spans")["rows"][0][0]
     server.stop()
     shutil.rmtree(data, ignore_errors=True)

@@ -52,13 +52,20 @@ def cpu_seconds(pid):
 
 
 class Server:
-    def __init__(self, data, extra=()):
+    """`lighttrace serve` on `data` (`binary`, else BIN); with `grpc`, also OTLP/gRPC
+    on a free port (`grpc_url`). benches/protocols.py uses it too."""
+
+    def __init__(self, data, extra=(), grpc=False, binary=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_url = None
+        args = [binary or BIN, "serve", "--data", data, "--http", f"127.0.0.1:{self.port}", *extra]
+        if grpc:
+            grpc_port = free_port()
+            self.grpc_url = f"http://127.0.0.1:{grpc_port}"
+            args += ["--grpc", f"127.0.0.1:{grpc_port}"]
         self.log = open(os.path.join(os.path.dirname(data.rstrip("/")), f"server-{self.port}.log"), "w")
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--data", data, "--http", f"127.0.0.1:{self.port}", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while True:
             try:
