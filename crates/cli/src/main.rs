@@ -15,6 +15,7 @@
 mod r#gen;
 mod gen_data;
 mod output;
+mod report;
 mod serve;
 mod settings;
 mod sql;
@@ -49,6 +50,9 @@ enum Command {
     Gen(r#gen::GenArgs),
     /// Show one trace as a waterfall (or JSON): tree, critical path, where the time went.
     Trace(trace::TraceArgs),
+    /// Run a named report (latency, bottlenecks, exemplars, errors, n-plus-one,
+    /// service-graph); --list describes them.
+    Report(report::ReportArgs),
 }
 
 /// mimalloc's `purge_delay` option (the same index in its v2 and v3 enums).
@@ -88,7 +92,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    if let Some((name @ ("sql" | "trace"), sub_matches)) = matches.subcommand() {
+    if let Some((name @ ("sql" | "trace" | "report"), sub_matches)) = matches.subcommand() {
         use clap::parser::ValueSource;
         let explicit = |id: &str| sub_matches.value_source(id) == Some(ValueSource::CommandLine);
         if explicit("server") && explicit("data") {
@@ -116,6 +120,10 @@ fn main() -> ExitCode {
         Command::Trace(args) => {
             quiet_logging();
             trace::run(args)
+        }
+        Command::Report(args) => {
+            quiet_logging();
+            report::run(args)
         }
     };
     match result {

@@ -161,8 +161,16 @@ async fn query_server(
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
+    arrow_answer(server, request.json(&serde_json::json!({ "sql": sql }))).await
+}
+
+/// Sends `request` to `server` and reads its answer, an Arrow IPC stream (or
+/// an error whose message the server's JSON body gives).
+pub(crate) async fn arrow_answer(
+    server: &str,
+    request: reqwest::RequestBuilder,
+) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
     let response = request
-        .json(&serde_json::json!({ "sql": sql }))
         .send()
         .await
         .with_context(|| format!("cannot reach the server at {server}"))?;

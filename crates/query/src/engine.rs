@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::common::Result as DfResult;
+use datafusion::common::{ParamValues, Result as DfResult};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -87,8 +87,22 @@ impl QueryEngine {
     /// Must be called from within a tokio runtime (it times the query with
     /// `tokio::time`). Dropping the returned future cancels the query.
     pub async fn sql(&self, sql: &str, scope: &ProjectScope) -> Result<QueryOutput, QueryError> {
+        self.sql_with_params(sql, None, scope).await
+    }
+
+    /// Like [`QueryEngine::sql`], with values for the statement's named
+    /// placeholders (`$from`, `$service`, …). The values replace the
+    /// placeholders in the logical plan, before optimization (so they prune
+    /// like literals); they are never pasted into the SQL text.
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: Option<ParamValues>,
+        scope: &ProjectScope,
+    ) -> Result<QueryOutput, QueryError> {
         let query = PreparedQuery {
             sql: sql.to_owned(),
+            params,
             scope: scope.clone(),
             lake: Arc::clone(&self.lake),
             config: self.config.clone(),
@@ -119,6 +133,7 @@ impl QueryEngine {
 
 struct PreparedQuery {
     sql: String,
+    params: Option<ParamValues>,
     scope: ProjectScope,
     lake: Arc<Lake>,
     config: QueryConfig,
@@ -138,7 +153,12 @@ impl PreparedQuery {
             .get();
         let statement = sandbox::parse_checked(&self.sql, recursion_limit)?;
         let state = ctx.state();
-        let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
+        let mut plan = state.statement_to_plan(statement).await.map_err(df_error)?;
+        if let Some(params) = self.params {
+            plan = plan
+                .with_param_values(params)
+                .map_err(|e| QueryError::Invalid(e.strip_backtrace()))?;
+        }
         sandbox::verify_plan(&plan)?;
         let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
         let schema = physical.schema();
@@ -176,6 +196,9 @@ impl PreparedQuery {
         // URL tables (`SELECT * FROM 'file.parquet'`) stay off: never call
         // `enable_url_table` here.
         let ctx = SessionContext::new_with_state(state);
+        for function in crate::functions::aggregate_functions() {
+            ctx.register_udaf(function);
+        }
         // One snapshot for the whole query: every scan in it (self-joins,
         // subqueries, a trace's spans joined with its logs and errors) sees
         // the same rows.

@@ -31,6 +31,9 @@
 //!   server's `GET /api/v1/traces/{id}` and `lighttrace trace` share it.
 //! * [`encode`] turns results into Arrow IPC streams and JSON, one set of rules
 //!   for the SQL API, the CLI and trace lookups.
+//! * [`reports`]: the named reports of `sql/reports/` (compiled in), their
+//!   parameters bound as values; [`functions`]: SQL functions LightTrace adds
+//!   (`critical_path`), registered in every session.
 //! * `attributes['http.route']` works on the `Map(Utf8 → Utf8)` columns through
 //!   DataFusion's map field access (`get_field`); a missing key gives `NULL`.
 //!
@@ -63,9 +66,11 @@ pub mod encode;
 mod engine;
 mod error;
 mod exec;
+pub mod functions;
 mod layout;
 mod provider;
 mod pruning;
+pub mod reports;
 mod sandbox;
 pub mod trace;
 

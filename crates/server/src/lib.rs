@@ -16,6 +16,8 @@
 //! | `POST /api/v2/spans` | Zipkin v2: a JSON array of spans (`application/json`, also when `Content-Type` is missing) or a proto3 `ListOfSpans` (`application/x-protobuf`), gzip or identity. 202 on success (with `{"rejectedSpans", "errorMessage"}` when some spans were invalid). Errors are `{"error": "…"}`. |
 //! | `POST /api/v1/sql` | `{"sql": "…"}` → `{"columns": [{"name", "type"}], "rows": [[…]]}`; with `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream instead. Errors are `{"error": "…"}`. |
 //! | `GET /api/v1/traces/{id}` | One trace across services (and the projects the key may read), analyzed: the span tree, clock-skew adjustment, self time, critical path, and the trace's errors and logs; the shape is `lighttrace_query::trace::TraceView`. The id in any case, with or without leading zeros; 400 for an id that is not up to 32 hex digits, 404 `{"error": "…"}` when no span of it is visible. |
+//! | `GET /api/v1/reports` | The named reports (`sql/reports/`) with their parameters: `{"reports": [{"name", "summary", "description", "params": [{"name", "type", "default", "required", "description"}]}]}`. |
+//! | `GET /api/v1/reports/{name}?key=value…` | Runs a report with its parameters bound as values (`from`, `to`, `service`, `name`, …; see `lighttrace report --list NAME`) and answers like `/api/v1/sql` (JSON or Arrow IPC). 400 for an unknown parameter or a value that does not parse, 404 for an unknown report. |
 //! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
 //!
 //! On the gRPC port, two methods: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
@@ -87,6 +89,7 @@ mod error;
 mod grpc;
 mod otlp;
 mod receive;
+mod report;
 mod sentry;
 mod sql;
 mod trace;
@@ -233,6 +236,8 @@ fn router(shared: Shared) -> Router {
         .route("/api/v2/spans", post(zipkin::post_spans))
         .route("/api/v1/sql", post(sql::run_sql))
         .route("/api/v1/traces/{id}", get(trace::get_trace))
+        .route("/api/v1/reports", get(report::list_reports))
+        .route("/api/v1/reports/{name}", get(report::get_report))
         .route("/health", get(health))
         .route("/ready", get(health))
         .fallback(not_found)

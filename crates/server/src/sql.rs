@@ -46,22 +46,38 @@ pub(crate) async fn run_sql(
         return Err(ApiError::bad_request("the \"sql\" field is empty"));
     }
 
-    let _permit = shared
+    let _permit = query_permit(&shared)?;
+    let output = shared.state.query.sql(&request.sql, &scope).await?;
+    encode_answer(output, &headers).await
+}
+
+/// A slot among the queries allowed to run at once, or 503 with `Retry-After`.
+pub(crate) fn query_permit(
+    shared: &Shared,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let config = &shared.state.config;
+    shared
         .query_permits
         .clone()
         .try_acquire_owned()
         .map_err(|_| {
             ApiError::overloaded(
                 format!(
-                    "too many SQL queries running (limit {}); retry later",
-                    shared.state.config.max_concurrent_queries
+                    "too many queries running (limit {}); retry later",
+                    config.max_concurrent_queries
                 ),
-                shared.state.config.overload_retry_after,
+                config.overload_retry_after,
             )
-        })?;
-    let output = shared.state.query.sql(&request.sql, &scope).await?;
+        })
+}
 
-    let arrow_stream = wants_arrow_stream(&headers);
+/// A query result as the response: an Arrow IPC stream when `Accept` asks for
+/// one, else `{"columns": […], "rows": […]}`.
+pub(crate) async fn encode_answer(
+    output: lighttrace_query::QueryOutput,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let arrow_stream = wants_arrow_stream(headers);
     // Encoding a large result is CPU work; keep it off the reactor.
     let encoded = tokio::task::spawn_blocking(move || {
         if arrow_stream {

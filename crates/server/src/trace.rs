@@ -19,19 +19,7 @@ pub(crate) async fn get_trace(
     // the id is well-formed.
     let scope = config.projects.caller(&headers)?.scope();
     let trace_id = parse_trace_id(&id).map_err(|err| ApiError::bad_request(err.to_string()))?;
-    let _permit = shared
-        .query_permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::overloaded(
-                format!(
-                    "too many queries running (limit {}); retry later",
-                    config.max_concurrent_queries
-                ),
-                config.overload_retry_after,
-            )
-        })?;
+    let _permit = crate::sql::query_permit(&shared)?;
     let Some(trace) = lookup_trace(&shared.state.query, &scope, trace_id).await? else {
         return Err(ApiError::not_found(format!("trace {trace_id} not found")));
     };

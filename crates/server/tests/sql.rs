@@ -196,7 +196,7 @@ async fn queries_beyond_the_concurrency_limit_answer_503() {
     }
     let refused = refused.expect("a second query was never refused while the first ran");
     assert!(
-        refused.text().contains("too many SQL queries"),
+        refused.text().contains("too many queries"),
         "{}",
         refused.text()
     );
