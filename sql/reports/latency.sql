@@ -2,7 +2,8 @@
 -- One row per service and operation, and per time bucket with `bucket`: the
 -- number of spans, the share with status error, exact percentiles of the
 -- duration (linear interpolation between the two nearest ranks, like
--- DuckDB's quantile_cont) and the maximum, in milliseconds. Spans that start
+-- DuckDB's quantile_cont; DataFusion quantizes the interpolation weight to a
+-- millionth) and the maximum, in milliseconds. Spans that start
 -- in [from, to). Without `bucket` the `bucket` column is null.
 -- @param from timestamp default=-24h  start of the range (inclusive): RFC 3339, now, or relative (-1h)
 -- @param to timestamp default=now  end of the range (exclusive)

@@ -89,7 +89,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         };
         return output::print(text.as_bytes());
     }
-    let name = args.name.as_deref().expect("clap requires a name without --list");
+    let name = args
+        .name
+        .as_deref()
+        .expect("clap requires a name without --list");
     let report = known(name)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,7 +147,10 @@ fn list() -> String {
 
 /// A report's description and parameters.
 fn describe(report: &Report) -> String {
-    let mut text = format!("{}: {}\n\n{}\n\nParameters:\n", report.name, report.summary, report.description);
+    let mut text = format!(
+        "{}: {}\n\n{}\n\nParameters:\n",
+        report.name, report.summary, report.description
+    );
     for spec in &report.params {
         let default = match (&spec.default, spec.required) {
             (Some(default), _) => format!(" (default {default})"),
@@ -197,7 +203,10 @@ mod tests {
             parse_param("name=a=b").unwrap(),
             ("name".to_owned(), "a=b".to_owned())
         );
-        assert_eq!(parse_param("service=").unwrap(), ("service".to_owned(), String::new()));
+        assert_eq!(
+            parse_param("service=").unwrap(),
+            ("service".to_owned(), String::new())
+        );
         assert!(parse_param("service").is_err());
         assert!(parse_param("=x").is_err());
     }

@@ -41,15 +41,15 @@
 use std::mem::size_of;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Builder, ListArray, StringBuilder, StructArray,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Builder, ListArray, StringBuilder, StructArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
+};
 use lighttrace_analysis::{self as analysis, analyze};
 
 /// The functions to register in a session.
@@ -223,14 +223,23 @@ impl CriticalPathAccumulator {
             .collect::<Result<Vec<ArrayRef>>>()?;
         let text = |i: usize| converted[i].as_string::<i32>();
         let times = |i: usize| converted[i].as_primitive::<Int64Type>();
-        let (span_ids, parents, kinds, services, names) = (text(0), text(1), text(4), text(5), text(6));
+        let (span_ids, parents, kinds, services, names) =
+            (text(0), text(1), text(4), text(5), text(6));
         let (starts, ends) = (times(2), times(3));
         for row in 0..span_ids.len() {
             if span_ids.is_null(row) {
                 continue;
             }
-            let start = if starts.is_null(row) { 0 } else { starts.value(row) };
-            let end = if ends.is_null(row) { start } else { ends.value(row) };
+            let start = if starts.is_null(row) {
+                0
+            } else {
+                starts.value(row)
+            };
+            let end = if ends.is_null(row) {
+                start
+            } else {
+                ends.value(row)
+            };
             let value = |array: &arrow::array::StringArray| {
                 (!array.is_null(row)).then(|| array.value(row).to_owned())
             };

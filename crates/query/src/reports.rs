@@ -30,10 +30,7 @@ use crate::{ProjectScope, QueryEngine, QueryError, QueryOutput};
 
 /// The report files, by name (the file is `sql/reports/<name>.sql`).
 const SOURCES: [(&str, &str); 6] = [
-    (
-        "latency",
-        include_str!("../../../sql/reports/latency.sql"),
-    ),
+    ("latency", include_str!("../../../sql/reports/latency.sql")),
     (
         "bottlenecks",
         include_str!("../../../sql/reports/bottlenecks.sql"),
@@ -202,7 +199,10 @@ fn parse_param(spec: &str) -> Result<ParamSpec, String> {
                 .ok_or_else(|| format!("@param {name}: range must be LOW..HIGH"))?;
             let bound = |text: &str| -> Result<Option<f64>, String> {
                 (!text.is_empty())
-                    .then(|| text.parse().map_err(|_| format!("@param {name}: bad range")))
+                    .then(|| {
+                        text.parse()
+                            .map_err(|_| format!("@param {name}: bad range"))
+                    })
                     .transpose()
             };
             (min, max) = (bound(low)?, bound(high)?);
@@ -272,8 +272,10 @@ impl Report {
             };
             values.insert(spec.name.clone(), value);
         }
-        if let (Some(ScalarValue::TimestampNanosecond(Some(from), _)), Some(ScalarValue::TimestampNanosecond(Some(to), _))) =
-            (values.get("from"), values.get("to"))
+        if let (
+            Some(ScalarValue::TimestampNanosecond(Some(from), _)),
+            Some(ScalarValue::TimestampNanosecond(Some(to), _)),
+        ) = (values.get("from"), values.get("to"))
             && from >= to
         {
             return Err(QueryError::Invalid(
@@ -418,7 +420,9 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -426,7 +430,14 @@ mod tests {
         let names: Vec<&str> = reports().iter().map(|r| r.name).collect();
         assert_eq!(
             names,
-            ["latency", "bottlenecks", "exemplars", "errors", "n-plus-one", "service-graph"]
+            [
+                "latency",
+                "bottlenecks",
+                "exemplars",
+                "errors",
+                "n-plus-one",
+                "service-graph"
+            ]
         );
         for report in reports() {
             assert!(!report.summary.is_empty(), "{}", report.name);
@@ -450,13 +461,22 @@ mod tests {
         let now = at("2026-11-21T12:00:00Z");
         assert_eq!(parse_time("now", now).unwrap(), now);
         assert_eq!(parse_time("-1h", now).unwrap(), at("2026-11-21T11:00:00Z"));
-        assert_eq!(parse_time("now-90m", now).unwrap(), at("2026-11-21T10:30:00Z"));
-        assert_eq!(parse_time("now+1d", now).unwrap(), at("2026-11-22T12:00:00Z"));
+        assert_eq!(
+            parse_time("now-90m", now).unwrap(),
+            at("2026-11-21T10:30:00Z")
+        );
+        assert_eq!(
+            parse_time("now+1d", now).unwrap(),
+            at("2026-11-22T12:00:00Z")
+        );
         assert_eq!(
             parse_time("2026-11-20T08:00:00+01:00", now).unwrap(),
             at("2026-11-20T07:00:00Z")
         );
-        assert_eq!(parse_time("-1h30m", now).unwrap(), at("2026-11-21T10:30:00Z"));
+        assert_eq!(
+            parse_time("-1h30m", now).unwrap(),
+            at("2026-11-21T10:30:00Z")
+        );
         for bad in ["yesterday", "-1x", "-", "1h", "2026-13-01T00:00:00Z", "-h"] {
             assert!(parse_time(bad, now).is_err(), "{bad}");
         }
@@ -483,7 +503,10 @@ mod tests {
                 Some("UTC".into())
             )
         );
-        assert_eq!(values["service"].value, ScalarValue::Utf8(Some("cart".into())));
+        assert_eq!(
+            values["service"].value,
+            ScalarValue::Utf8(Some("cart".into()))
+        );
         assert_eq!(values["name"].value, ScalarValue::Utf8(None));
 
         let err = report.bind(&given(&[("servce", "x")]), now).unwrap_err();

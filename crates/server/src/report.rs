@@ -57,9 +57,10 @@ pub(crate) async fn get_report(
             names.join(", ")
         )));
     };
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
     let _permit = query_permit(&shared)?;
     let output = run_report(&shared.state.query, report, &params, &scope).await?;
     encode_answer(output, &headers).await

@@ -52,9 +52,7 @@ pub(crate) async fn run_sql(
 }
 
 /// A slot among the queries allowed to run at once, or 503 with `Retry-After`.
-pub(crate) fn query_permit(
-    shared: &Shared,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+pub(crate) fn query_permit(shared: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     let config = &shared.state.config;
     shared
         .query_permits
