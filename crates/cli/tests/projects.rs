@@ -101,6 +101,26 @@ fn keys_pick_the_project_for_sdks_and_sql() {
         Duration::from_secs(60),
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "project\n2");
+
+    // Reports read the caller's project only: six spans each, not twelve.
+    let report_count = |key: &str| {
+        let output = run_ok(
+            Command::new(LIGHTTRACE).args([
+                "report", "latency", "--server", &url, "--key", key, "--format", "json",
+            ]),
+            Duration::from_secs(60),
+        );
+        let rows: Value = serde_json::from_slice(&output.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["count"].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    assert_eq!(report_count("key-one"), 6);
+    assert_eq!(report_count("key-two"), 6);
+    let anonymous = http_get(&http_agent(), &format!("{url}/api/v1/reports/latency")).unwrap();
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
     let output = run_with_timeout(
         Command::new(LIGHTTRACE).args(["sql", "--server", &url, "SELECT 1"]),
         Duration::from_secs(60),
