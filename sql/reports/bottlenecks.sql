@@ -17,12 +17,13 @@
 -- @param name text  only endpoints whose root span has this name
 -- @param slow_percentile float default=95 range=50..100  traces at or above this percentile of their endpoint are slow
 WITH roots AS (
-  SELECT trace_id, service_name AS root_service, name AS root_name, duration_ns
+  SELECT trace_id, service_name AS root_service, name AS root_name, max(duration_ns) AS duration_ns
   FROM spans
   WHERE parent_span_id IS NULL
     AND start_time >= $from AND start_time < $to
     AND ($service IS NULL OR service_name = $service)
     AND ($name IS NULL OR name = $name)
+  GROUP BY trace_id, service_name, name
 ), cuts AS (
   SELECT root_service, root_name,
          percentile_cont($slow_percentile / 100.0) WITHIN GROUP (ORDER BY duration_ns) AS slow_ns,
@@ -38,16 +39,16 @@ WITH roots AS (
   WHERE r.duration_ns >= c.slow_ns
      OR (r.duration_ns >= c.typical_low_ns AND r.duration_ns <= c.typical_high_ns)
 ), analyzed AS (
-  SELECT trace_id,
-         critical_path(span_id, parent_span_id, start_time, end_time, kind, service_name, name) AS spans
-  FROM spans
-  WHERE trace_id IN (SELECT trace_id FROM picked)
-    AND start_time >= $from - INTERVAL '1 hour' AND start_time < $to + INTERVAL '1 hour'
-  GROUP BY trace_id
+  SELECT p.trace_id, p.root_service, p.root_name, p.slow,
+         critical_path(s.span_id, s.parent_span_id, s.start_time, s.end_time,
+                       s.kind, s.service_name, s.name) AS spans
+  FROM spans s
+  JOIN picked p ON s.trace_id = p.trace_id
+  WHERE s.start_time >= $from - INTERVAL '1 hour' AND s.start_time < $to + INTERVAL '1 hour'
+  GROUP BY p.trace_id, p.root_service, p.root_name, p.slow
 ), per_span AS (
-  SELECT p.root_service, p.root_name, p.slow, p.trace_id, unnest(a.spans) AS s
-  FROM analyzed a
-  JOIN picked p ON a.trace_id = p.trace_id
+  SELECT root_service, root_name, slow, trace_id, unnest(spans) AS s
+  FROM analyzed
 ), per_trace AS (
   SELECT root_service, root_name, slow, trace_id,
          s['service_name'] AS service_name, s['name'] AS name,

@@ -41,14 +41,16 @@
 use std::mem::size_of;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Builder, ListArray, StringBuilder, StructArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Builder, ListArray, StringBuilder, StructArray,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use lighttrace_analysis::{self as analysis, analyze};
 
@@ -139,6 +141,17 @@ impl AggregateUDFImpl for CriticalPath {
         Ok(Box::new(CriticalPathAccumulator::default()))
     }
 
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(CriticalPathGroups::default()))
+    }
+
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(ARGUMENTS
             .iter()
@@ -188,15 +201,21 @@ fn check_argument_types(arg_types: &[DataType]) -> Result<()> {
     Ok(())
 }
 
+/// The spans collected for each group (trace), and their heap size.
 #[derive(Debug, Default)]
-struct CriticalPathAccumulator {
-    spans: Vec<analysis::Span>,
+struct Collected {
+    groups: Vec<Vec<analysis::Span>>,
     bytes: usize,
 }
 
-impl CriticalPathAccumulator {
-    /// Appends the rows of `columns` (the seven arguments, any accepted type).
-    fn append(&mut self, columns: &[ArrayRef]) -> Result<()> {
+impl Collected {
+    /// Appends the rows of `columns` (the seven arguments, any accepted type)
+    /// to the groups `group_of(row)` names; `None` skips the row.
+    fn append(
+        &mut self,
+        columns: &[ArrayRef],
+        mut group_of: impl FnMut(usize) -> Option<usize>,
+    ) -> Result<()> {
         if columns.len() != ARGUMENTS.len() {
             return exec_err!(
                 "critical_path takes {} arguments, got {}",
@@ -230,6 +249,9 @@ impl CriticalPathAccumulator {
             if span_ids.is_null(row) {
                 continue;
             }
+            let Some(group) = group_of(row) else {
+                continue;
+            };
             let start = if starts.is_null(row) {
                 0
             } else {
@@ -240,23 +262,39 @@ impl CriticalPathAccumulator {
             } else {
                 ends.value(row)
             };
-            let value = |array: &arrow::array::StringArray| {
-                (!array.is_null(row)).then(|| array.value(row).to_owned())
-            };
+            let value = |array| text_at(array, row);
             let mut span = analysis::Span::new(
                 span_ids.value(row),
                 value(services).unwrap_or_default(),
                 value(names).unwrap_or_default(),
-                analysis::SpanKind::from_name(&value(kinds).unwrap_or_default()),
+                analysis::SpanKind::from_name(value(kinds).unwrap_or_default()),
                 start,
                 end,
             );
-            span.parent_span_id = value(parents).filter(|p| !p.is_empty());
+            span.parent_span_id = value(parents).filter(|p| !p.is_empty()).map(str::to_owned);
             self.bytes += span_bytes(&span);
-            self.spans.push(span);
+            self.groups[group].push(span);
         }
         Ok(())
     }
+
+    /// Takes the groups `emit_to` names, keeping the byte count roughly right.
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<analysis::Span>> {
+        let taken = emit_to.take_needed(&mut self.groups);
+        let freed: usize = taken.iter().flatten().map(span_bytes).sum();
+        self.bytes = self.bytes.saturating_sub(freed);
+        taken
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>()
+            + self.groups.capacity() * size_of::<Vec<analysis::Span>>()
+            + self.bytes
+    }
+}
+
+fn text_at(array: &arrow::array::StringArray, row: usize) -> Option<&str> {
+    (!array.is_null(row)).then(|| array.value(row))
 }
 
 fn span_bytes(span: &analysis::Span) -> usize {
@@ -267,110 +305,214 @@ fn span_bytes(span: &analysis::Span) -> usize {
         + span.service_name.capacity() * 2
 }
 
-impl Accumulator for CriticalPathAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.append(values)
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let analyzed = analyze(&self.spans);
-        let mut span_ids = StringBuilder::new();
-        let mut services = StringBuilder::new();
-        let mut names = StringBuilder::new();
-        let mut depths = Int64Builder::new();
-        let mut self_times = Int64Builder::new();
-        let mut critical = Int64Builder::new();
-        let mut skews = Int64Builder::new();
+/// The result list of each group: the analysis of its spans, in tree order.
+fn analyzed_lists(groups: &[Vec<analysis::Span>]) -> Result<ArrayRef> {
+    let mut span_ids = StringBuilder::new();
+    let mut services = StringBuilder::new();
+    let mut names = StringBuilder::new();
+    let mut depths = Int64Builder::new();
+    let mut self_times = Int64Builder::new();
+    let mut critical = Int64Builder::new();
+    let mut skews = Int64Builder::new();
+    let mut lengths = Vec::with_capacity(groups.len());
+    for spans in groups {
+        let analyzed = analyze(spans);
         for &index in &analyzed.order {
-            let (span, result) = (&self.spans[index], &analyzed.spans[index]);
+            let (span, result) = (&spans[index], &analyzed.spans[index]);
             span_ids.append_value(&span.span_id);
             services.append_value(&span.service_name);
             names.append_value(&span.name);
-            depths.append_value(result.depth as i64);
+            depths.append_value(i64::try_from(result.depth).unwrap_or(i64::MAX));
             self_times.append_value(result.self_time_ns);
             critical.append_value(result.critical_path_ns);
             skews.append_value(result.clock_skew_ns);
         }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(span_ids.finish()),
-            Arc::new(services.finish()),
-            Arc::new(names.finish()),
-            Arc::new(depths.finish()),
-            Arc::new(self_times.finish()),
-            Arc::new(critical.finish()),
-            Arc::new(skews.finish()),
-        ];
-        let items = StructArray::try_new(result_fields(), columns, None)?;
-        let DataType::List(item_field) = result_type() else {
-            unreachable!("result_type is a list");
+        lengths.push(analyzed.order.len());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(span_ids.finish()),
+        Arc::new(services.finish()),
+        Arc::new(names.finish()),
+        Arc::new(depths.finish()),
+        Arc::new(self_times.finish()),
+        Arc::new(critical.finish()),
+        Arc::new(skews.finish()),
+    ];
+    let items = StructArray::try_new(result_fields(), columns, None)?;
+    let DataType::List(item_field) = result_type() else {
+        unreachable!("result_type is a list");
+    };
+    Ok(Arc::new(ListArray::try_new(
+        item_field,
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(items),
+        None,
+    )?))
+}
+
+/// The partial state of each group: one list per argument.
+fn state_lists(groups: &[Vec<analysis::Span>]) -> Vec<ArrayRef> {
+    let mut span_ids = StringBuilder::new();
+    let mut parents = StringBuilder::new();
+    let mut starts = Int64Builder::new();
+    let mut ends = Int64Builder::new();
+    let mut kinds = StringBuilder::new();
+    let mut services = StringBuilder::new();
+    let mut names = StringBuilder::new();
+    for span in groups.iter().flatten() {
+        span_ids.append_value(&span.span_id);
+        parents.append_option(span.parent_span_id.as_deref());
+        starts.append_value(span.start_ns);
+        ends.append_value(span.end_ns);
+        kinds.append_value(kind_name(span.kind));
+        services.append_value(&span.service_name);
+        names.append_value(&span.name);
+    }
+    let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+    let arrays: [ArrayRef; 7] = [
+        Arc::new(span_ids.finish()),
+        Arc::new(parents.finish()),
+        Arc::new(starts.finish()),
+        Arc::new(ends.finish()),
+        Arc::new(kinds.finish()),
+        Arc::new(services.finish()),
+        Arc::new(names.finish()),
+    ];
+    arrays
+        .into_iter()
+        .map(|values| {
+            let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+            Arc::new(ListArray::new(field, offsets.clone(), values, None)) as ArrayRef
+        })
+        .collect()
+}
+
+/// Appends partial states (lists, one row per group of another partition).
+fn merge_states(
+    collected: &mut Collected,
+    states: &[ArrayRef],
+    mut group_of: impl FnMut(usize) -> usize,
+) -> Result<()> {
+    if states.len() != ARGUMENTS.len() {
+        return exec_err!("critical_path: expected {} state columns", ARGUMENTS.len());
+    }
+    let lists: Vec<&ListArray> = states.iter().map(|s| s.as_list::<i32>()).collect();
+    // The rows' lists share one child array per column: append it once, each
+    // element to the group of the row whose list holds it.
+    let values: Vec<ArrayRef> = lists.iter().map(|list| Arc::clone(list.values())).collect();
+    let offsets = lists[0].value_offsets();
+    let mut owner = vec![None; values[0].len()];
+    for row in 0..lists[0].len() {
+        if lists[0].is_null(row) {
+            continue;
+        }
+        let group = group_of(row);
+        let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+        for slot in &mut owner[from..to] {
+            *slot = Some(group);
+        }
+    }
+    collected.append(&values, |element| owner[element])
+}
+
+/// `critical_path` per group, for DataFusion's hash aggregation.
+#[derive(Debug, Default)]
+struct CriticalPathGroups(Collected);
+
+impl GroupsAccumulator for CriticalPathGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.0.groups.resize_with(total_num_groups, Vec::new);
+        self.0.append(values, |row| {
+            let keep = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+            keep.then(|| group_indices[row])
+        })
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        analyzed_lists(&self.0.take(emit_to))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(state_lists(&self.0.take(emit_to)))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.0.groups.resize_with(total_num_groups, Vec::new);
+        merge_states(&mut self.0, values, |row| group_indices[row])
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // Each row its own group of one span (none where filtered out).
+        let rows = values.first().map_or(0, |v| v.len());
+        let mut single = Collected {
+            groups: vec![Vec::new(); rows],
+            bytes: 0,
         };
-        let list = ListArray::try_new(
-            item_field,
-            OffsetBuffer::from_lengths([items.len()]),
-            Arc::new(items),
-            None,
-        )?;
-        Ok(ScalarValue::List(Arc::new(list)))
+        single.append(values, |row| {
+            opt_filter
+                .is_none_or(|f| f.is_valid(row) && f.value(row))
+                .then_some(row)
+        })?;
+        Ok(state_lists(&single.groups))
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.spans.capacity() * size_of::<analysis::Span>() + self.bytes
+        self.0.size()
+    }
+}
+
+/// `critical_path` of one group (without GROUP BY, or where DataFusion asks
+/// for a plain accumulator).
+#[derive(Debug)]
+struct CriticalPathAccumulator(Collected);
+
+impl Default for CriticalPathAccumulator {
+    fn default() -> Self {
+        CriticalPathAccumulator(Collected {
+            groups: vec![Vec::new()],
+            bytes: 0,
+        })
+    }
+}
+
+impl Accumulator for CriticalPathAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.0.append(values, |_| Some(0))
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let list = analyzed_lists(&self.0.groups)?;
+        ScalarValue::try_from_array(&list, 0)
+    }
+
+    fn size(&self) -> usize {
+        self.0.size()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let mut span_ids = StringBuilder::new();
-        let mut parents = StringBuilder::new();
-        let mut starts = Int64Builder::new();
-        let mut ends = Int64Builder::new();
-        let mut kinds = StringBuilder::new();
-        let mut services = StringBuilder::new();
-        let mut names = StringBuilder::new();
-        for span in &self.spans {
-            span_ids.append_value(&span.span_id);
-            parents.append_option(span.parent_span_id.as_deref());
-            starts.append_value(span.start_ns);
-            ends.append_value(span.end_ns);
-            kinds.append_value(kind_name(span.kind));
-            services.append_value(&span.service_name);
-            names.append_value(&span.name);
-        }
-        let arrays: [ArrayRef; 7] = [
-            Arc::new(span_ids.finish()),
-            Arc::new(parents.finish()),
-            Arc::new(starts.finish()),
-            Arc::new(ends.finish()),
-            Arc::new(kinds.finish()),
-            Arc::new(services.finish()),
-            Arc::new(names.finish()),
-        ];
-        Ok(arrays
-            .into_iter()
-            .map(|values| {
-                let field = Arc::new(Field::new("item", values.data_type().clone(), true));
-                let list = ListArray::new(
-                    field,
-                    OffsetBuffer::from_lengths([values.len()]),
-                    values,
-                    None,
-                );
-                ScalarValue::List(Arc::new(list))
-            })
-            .collect())
+        state_lists(&self.0.groups)
+            .iter()
+            .map(|list| ScalarValue::try_from_array(list, 0))
+            .collect()
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        if states.len() != ARGUMENTS.len() {
-            return exec_err!("critical_path: expected {} state columns", ARGUMENTS.len());
-        }
-        let lists: Vec<&ListArray> = states.iter().map(|s| s.as_list::<i32>()).collect();
-        for row in 0..lists[0].len() {
-            if lists[0].is_null(row) {
-                continue;
-            }
-            let columns: Vec<ArrayRef> = lists.iter().map(|list| list.value(row)).collect();
-            self.append(&columns)?;
-        }
-        Ok(())
+        merge_states(&mut self.0, states, |_| 0)
     }
 }
 
