@@ -3,7 +3,7 @@
 -- one); its traces are those whose root starts in [from, to). Slow traces
 -- have a root duration at or above the endpoint's `slow_percentile`-th
 -- percentile (p95 by default), typical ones lie between its p40 and p60.
--- Each picked trace is analyzed whole with `critical_path` (span tree,
+-- Each picked trace is analyzed whole with `critical_path_by_operation` (span tree,
 -- clock-skew adjustment, last-finishing-child critical path). One row per
 -- endpoint and operation (service and span name) on those critical paths:
 -- the mean critical-path time the operation takes per slow trace and per
@@ -40,21 +40,19 @@ WITH roots AS (
      OR (r.duration_ns >= c.typical_low_ns AND r.duration_ns <= c.typical_high_ns)
 ), analyzed AS (
   SELECT p.trace_id, p.root_service, p.root_name, p.slow,
-         critical_path(s.span_id, s.parent_span_id, s.start_time, s.end_time,
-                       s.kind, s.service_name, s.name) AS spans
+         critical_path_by_operation(s.span_id, s.parent_span_id, s.start_time, s.end_time,
+                                    s.kind, s.service_name, s.name) AS operations
   FROM spans s
   JOIN picked p ON s.trace_id = p.trace_id
   WHERE s.start_time >= $from - INTERVAL '1 hour' AND s.start_time < $to + INTERVAL '1 hour'
   GROUP BY p.trace_id, p.root_service, p.root_name, p.slow
-), per_span AS (
-  SELECT root_service, root_name, slow, trace_id, unnest(spans) AS s
+), per_operation AS (
+  SELECT root_service, root_name, slow, trace_id, unnest(operations) AS o
   FROM analyzed
 ), per_trace AS (
   SELECT root_service, root_name, slow, trace_id,
-         s['service_name'] AS service_name, s['name'] AS name,
-         sum(s['critical_path_ns']) AS critical_ns
-  FROM per_span
-  GROUP BY root_service, root_name, slow, trace_id, s['service_name'], s['name']
+         o['service_name'] AS service_name, o['name'] AS name, o['critical_path_ns'] AS critical_ns
+  FROM per_operation
 ), counts AS (
   SELECT root_service, root_name,
          count(*) FILTER (WHERE slow) AS slow_traces,

@@ -34,7 +34,20 @@
 //! FROM per_span GROUP BY 1, 2 ORDER BY 3 DESC;
 //! ```
 //!
-//! A span's clock is its service's (as in `lighttrace trace` when the
+//! # `critical_path_by_operation(…the same arguments…)`
+//!
+//! The same analysis, summed per operation of the trace (the waterfall's
+//! "where the time went"): one struct per (service, span name) with `service_name`,
+//! `name`, `spans` (how many), `self_time_ns` and `critical_path_ns`, most
+//! critical-path time first. The `bottlenecks` report uses it.
+//!
+//! ```sql
+//! SELECT trace_id, unnest(critical_path_by_operation(span_id, parent_span_id, start_time,
+//!                         end_time, kind, service_name, name)) AS op
+//! FROM spans WHERE trace_id = '4bf92f3577b34da6a3ce929d0e0e4736' GROUP BY trace_id;
+//! ```
+//!
+//! For both: a span's clock is its service's (as in `lighttrace trace` when the
 //! resource names no host). Null span ids are skipped; a null parent makes a
 //! root; a null end is taken as the start.
 
@@ -52,11 +65,14 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
-use lighttrace_analysis::{self as analysis, analyze};
+use lighttrace_analysis::{self as analysis, analyze, time_by_operation};
 
 /// The functions to register in a session.
 pub fn aggregate_functions() -> Vec<AggregateUDF> {
-    vec![AggregateUDF::from(CriticalPath::new())]
+    vec![
+        AggregateUDF::from(CriticalPath::new()),
+        AggregateUDF::from(CriticalPath::by_operation()),
+    ]
 }
 
 /// The argument columns of `critical_path`, in order.
@@ -70,16 +86,28 @@ const ARGUMENTS: [&str; 7] = [
     "name",
 ];
 
-/// The `critical_path` aggregate (see the module docs).
+/// The `critical_path` and `critical_path_by_operation` aggregates (see the
+/// module docs).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct CriticalPath {
     signature: Signature,
+    by_operation: bool,
 }
 
 impl CriticalPath {
+    /// `critical_path`: one struct per span.
     pub fn new() -> Self {
         CriticalPath {
             signature: Signature::any(ARGUMENTS.len(), Volatility::Immutable),
+            by_operation: false,
+        }
+    }
+
+    /// `critical_path_by_operation`: one struct per (service, span name).
+    pub fn by_operation() -> Self {
+        CriticalPath {
+            by_operation: true,
+            ..Self::new()
         }
     }
 }
@@ -102,12 +130,23 @@ fn result_fields() -> Fields {
     ])
 }
 
-fn result_type() -> DataType {
-    DataType::List(Arc::new(Field::new(
-        "item",
-        DataType::Struct(result_fields()),
-        true,
-    )))
+fn operation_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("service_name", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("spans", DataType::Int64, false),
+        Field::new("self_time_ns", DataType::Int64, false),
+        Field::new("critical_path_ns", DataType::Int64, false),
+    ])
+}
+
+fn result_type(by_operation: bool) -> DataType {
+    let fields = if by_operation {
+        operation_fields()
+    } else {
+        result_fields()
+    };
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
 }
 
 /// The types the arguments are read as (and the state is kept in).
@@ -125,7 +164,11 @@ fn argument_types() -> [DataType; 7] {
 
 impl AggregateUDFImpl for CriticalPath {
     fn name(&self) -> &str {
-        "critical_path"
+        if self.by_operation {
+            "critical_path_by_operation"
+        } else {
+            "critical_path"
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -134,11 +177,11 @@ impl AggregateUDFImpl for CriticalPath {
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         check_argument_types(arg_types)?;
-        Ok(result_type())
+        Ok(result_type(self.by_operation))
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(CriticalPathAccumulator::default()))
+        Ok(Box::new(CriticalPathAccumulator::new(self.by_operation)))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -149,7 +192,10 @@ impl AggregateUDFImpl for CriticalPath {
         &self,
         _args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(CriticalPathGroups::default()))
+        Ok(Box::new(CriticalPathGroups {
+            collected: Collected::default(),
+            by_operation: self.by_operation,
+        }))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -287,9 +333,7 @@ impl Collected {
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>()
-            + self.groups.capacity() * size_of::<Vec<analysis::Span>>()
-            + self.bytes
+        size_of::<Self>() + self.groups.capacity() * size_of::<Vec<analysis::Span>>() + self.bytes
     }
 }
 
@@ -305,7 +349,63 @@ fn span_bytes(span: &analysis::Span) -> usize {
         + span.service_name.capacity() * 2
 }
 
-/// The result list of each group: the analysis of its spans, in tree order.
+/// The result list of each group.
+fn result_lists(groups: &[Vec<analysis::Span>], by_operation: bool) -> Result<ArrayRef> {
+    if by_operation {
+        operation_lists(groups)
+    } else {
+        analyzed_lists(groups)
+    }
+}
+
+/// Per group, the critical-path and self time of each (service, span name).
+fn operation_lists(groups: &[Vec<analysis::Span>]) -> Result<ArrayRef> {
+    let mut services = StringBuilder::new();
+    let mut names = StringBuilder::new();
+    let mut counts = Int64Builder::new();
+    let mut self_times = Int64Builder::new();
+    let mut critical = Int64Builder::new();
+    let mut lengths = Vec::with_capacity(groups.len());
+    for spans in groups {
+        let operations = time_by_operation(spans, &analyze(spans));
+        for operation in &operations {
+            services.append_value(&operation.service_name);
+            names.append_value(&operation.name);
+            counts.append_value(i64::try_from(operation.spans).unwrap_or(i64::MAX));
+            self_times.append_value(operation.self_time_ns);
+            critical.append_value(operation.critical_path_ns);
+        }
+        lengths.push(operations.len());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(services.finish()),
+        Arc::new(names.finish()),
+        Arc::new(counts.finish()),
+        Arc::new(self_times.finish()),
+        Arc::new(critical.finish()),
+    ];
+    list_of(operation_fields(), columns, lengths, true)
+}
+
+fn list_of(
+    fields: Fields,
+    columns: Vec<ArrayRef>,
+    lengths: Vec<usize>,
+    by_operation: bool,
+) -> Result<ArrayRef> {
+    let items = StructArray::try_new(fields, columns, None)?;
+    let DataType::List(item_field) = result_type(by_operation) else {
+        unreachable!("result_type is a list");
+    };
+    Ok(Arc::new(ListArray::try_new(
+        item_field,
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(items),
+        None,
+    )?))
+}
+
+/// Per group, the analysis of its spans, in tree order.
 fn analyzed_lists(groups: &[Vec<analysis::Span>]) -> Result<ArrayRef> {
     let mut span_ids = StringBuilder::new();
     let mut services = StringBuilder::new();
@@ -338,16 +438,7 @@ fn analyzed_lists(groups: &[Vec<analysis::Span>]) -> Result<ArrayRef> {
         Arc::new(critical.finish()),
         Arc::new(skews.finish()),
     ];
-    let items = StructArray::try_new(result_fields(), columns, None)?;
-    let DataType::List(item_field) = result_type() else {
-        unreachable!("result_type is a list");
-    };
-    Ok(Arc::new(ListArray::try_new(
-        item_field,
-        OffsetBuffer::from_lengths(lengths),
-        Arc::new(items),
-        None,
-    )?))
+    list_of(result_fields(), columns, lengths, false)
 }
 
 /// The partial state of each group: one list per argument.
@@ -416,8 +507,11 @@ fn merge_states(
 }
 
 /// `critical_path` per group, for DataFusion's hash aggregation.
-#[derive(Debug, Default)]
-struct CriticalPathGroups(Collected);
+#[derive(Debug)]
+struct CriticalPathGroups {
+    collected: Collected,
+    by_operation: bool,
+}
 
 impl GroupsAccumulator for CriticalPathGroups {
     fn update_batch(
@@ -427,19 +521,21 @@ impl GroupsAccumulator for CriticalPathGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.0.groups.resize_with(total_num_groups, Vec::new);
-        self.0.append(values, |row| {
+        self.collected
+            .groups
+            .resize_with(total_num_groups, Vec::new);
+        self.collected.append(values, |row| {
             let keep = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
             keep.then(|| group_indices[row])
         })
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        analyzed_lists(&self.0.take(emit_to))
+        result_lists(&self.collected.take(emit_to), self.by_operation)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(state_lists(&self.0.take(emit_to)))
+        Ok(state_lists(&self.collected.take(emit_to)))
     }
 
     fn merge_batch(
@@ -448,8 +544,10 @@ impl GroupsAccumulator for CriticalPathGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.0.groups.resize_with(total_num_groups, Vec::new);
-        merge_states(&mut self.0, values, |row| group_indices[row])
+        self.collected
+            .groups
+            .resize_with(total_num_groups, Vec::new);
+        merge_states(&mut self.collected, values, |row| group_indices[row])
     }
 
     fn convert_to_state(
@@ -472,47 +570,53 @@ impl GroupsAccumulator for CriticalPathGroups {
     }
 
     fn size(&self) -> usize {
-        self.0.size()
+        self.collected.size()
     }
 }
 
 /// `critical_path` of one group (without GROUP BY, or where DataFusion asks
 /// for a plain accumulator).
 #[derive(Debug)]
-struct CriticalPathAccumulator(Collected);
+struct CriticalPathAccumulator {
+    collected: Collected,
+    by_operation: bool,
+}
 
-impl Default for CriticalPathAccumulator {
-    fn default() -> Self {
-        CriticalPathAccumulator(Collected {
-            groups: vec![Vec::new()],
-            bytes: 0,
-        })
+impl CriticalPathAccumulator {
+    fn new(by_operation: bool) -> Self {
+        CriticalPathAccumulator {
+            collected: Collected {
+                groups: vec![Vec::new()],
+                bytes: 0,
+            },
+            by_operation,
+        }
     }
 }
 
 impl Accumulator for CriticalPathAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.0.append(values, |_| Some(0))
+        self.collected.append(values, |_| Some(0))
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let list = analyzed_lists(&self.0.groups)?;
+        let list = result_lists(&self.collected.groups, self.by_operation)?;
         ScalarValue::try_from_array(&list, 0)
     }
 
     fn size(&self) -> usize {
-        self.0.size()
+        self.collected.size()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_lists(&self.0.groups)
+        state_lists(&self.collected.groups)
             .iter()
             .map(|list| ScalarValue::try_from_array(list, 0))
             .collect()
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        merge_states(&mut self.0, states, |_| 0)
+        merge_states(&mut self.collected, states, |_| 0)
     }
 }
 

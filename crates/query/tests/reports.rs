@@ -133,6 +133,34 @@ async fn critical_path_aggregate_matches_the_hand_computed_trace() {
     .map(|((t, n), v)| ((t.to_owned(), n.to_owned()), v))
     .collect();
     assert_eq!(got, want);
+
+    // Summed per operation: trace ee01's four operations, most critical first.
+    let output = engine
+        .sql(
+            "SELECT o['service_name'] || ' ' || o['name'], o['spans'], o['critical_path_ns'] / 1000000
+             FROM (SELECT unnest(critical_path_by_operation(span_id, parent_span_id, start_time,
+                                 end_time, kind, service_name, name)) AS o
+                   FROM spans WHERE trace_id LIKE 'ee01%' GROUP BY trace_id)",
+            &ProjectScope::All,
+        )
+        .await
+        .unwrap();
+    let text = output.to_pretty_string().unwrap();
+    let rows: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.contains("spans"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "| back C | 1 | 60 |",
+            "| front A | 1 | 25 |",
+            "| front B | 1 | 15 |",
+            "| back D | 1 | 0 |"
+        ],
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
