@@ -23,14 +23,8 @@
 -- @param min_count int default=5 range=2..  calls in a run to count as N+1
 -- @param min_total_ms float default=0 range=0..  total time of a run to count as N+1
 WITH calls AS (
-  SELECT trace_id, parent_span_id, service_name, start_time, end_time, duration_ns,
-         CASE WHEN attributes['db.system'] IS NOT NULL THEN 'db' ELSE 'http' END AS call_type,
-         CASE
-           WHEN attributes['db.system'] IS NOT NULL
-             THEN coalesce(attributes['db.statement'], attributes['db.query.text'], name)
-           ELSE coalesce(attributes['http.request.method'], attributes['http.method']) || ' ' ||
-                regexp_replace(coalesce(attributes['url.full'], attributes['http.url'], name), '[?#].*$', '')
-         END AS raw_key
+  SELECT trace_id, parent_span_id, service_name, name, attributes, start_time, end_time, duration_ns,
+         CASE WHEN attributes['db.system'] IS NOT NULL THEN 'db' ELSE 'http' END AS call_type
   FROM spans
   WHERE kind = 'client' AND parent_span_id IS NOT NULL
     AND (attributes['db.system'] IS NOT NULL
@@ -38,6 +32,25 @@ WITH calls AS (
          OR attributes['http.method'] IS NOT NULL)
     AND start_time >= $from AND start_time < $to
     AND ($service IS NULL OR service_name = $service)
+), busy AS (
+  -- Only parents with enough calls of a type can hold a run: normalize and
+  -- order the calls of those parents only.
+  SELECT trace_id, parent_span_id, call_type
+  FROM calls
+  GROUP BY trace_id, parent_span_id, call_type
+  HAVING count(*) >= $min_count
+), candidates AS (
+  SELECT c.trace_id, c.parent_span_id, c.service_name, c.start_time, c.end_time, c.duration_ns,
+         c.call_type,
+         CASE
+           WHEN c.call_type = 'db'
+             THEN coalesce(c.attributes['db.statement'], c.attributes['db.query.text'], c.name)
+           ELSE coalesce(c.attributes['http.request.method'], c.attributes['http.method']) || ' ' ||
+                regexp_replace(coalesce(c.attributes['url.full'], c.attributes['http.url'], c.name), '[?#].*$', '')
+         END AS raw_key
+  FROM calls c
+  JOIN busy b
+    ON c.trace_id = b.trace_id AND c.parent_span_id = b.parent_span_id AND c.call_type = b.call_type
 ), keyed AS (
   SELECT trace_id, parent_span_id, service_name, start_time, end_time, duration_ns, call_type,
          regexp_replace(
@@ -47,7 +60,7 @@ WITH calls AS (
                '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '?', 'g'),
              '\b[0-9a-fA-F]*[0-9][0-9a-fA-F]{7,}\b', '?', 'g'),
            '\b[0-9]+(?:\.[0-9]+)?\b', '?', 'g') AS call
-  FROM calls
+  FROM candidates
 ), ordered AS (
   SELECT *,
          CASE WHEN start_time < lag(end_time) OVER w THEN 1 ELSE 0 END AS overlaps
