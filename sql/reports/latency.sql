@@ -1,29 +1,33 @@
 -- latency: latency percentiles and error rate per service and operation
 -- One row per service and operation, and per time bucket with `bucket`: the
 -- number of spans, the share with status error, exact percentiles of the
--- duration (linear interpolation between the two nearest ranks, like
--- DuckDB's quantile_cont; DataFusion quantizes the interpolation weight to a
--- millionth) and the maximum, in milliseconds. Spans that start
+-- duration (`quantiles`: linear interpolation between the two nearest ranks,
+-- like DuckDB's quantile_cont) and the maximum, in milliseconds. Spans that start
 -- in [from, to). Without `bucket` the `bucket` column is null.
 -- @param from timestamp default=-24h  start of the range (inclusive): RFC 3339, now, or relative (-1h)
 -- @param to timestamp default=now  end of the range (exclusive)
 -- @param service text  only this service
 -- @param name text  only this operation (span name)
 -- @param bucket interval  also one row per time bucket of this width (30s, 1m, 1h)
-SELECT
-  date_bin($bucket, start_time, TIMESTAMP '1970-01-01T00:00:00Z') AS bucket,
-  service_name,
-  name,
-  count(*) AS count,
-  avg(CASE WHEN status_code = 'error' THEN 1.0 ELSE 0.0 END) AS error_rate,
-  percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p50_ms,
-  percentile_cont(0.90) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p90_ms,
-  percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p95_ms,
-  percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p99_ms,
-  max(duration_ns) / 1e6 AS max_ms
-FROM spans
-WHERE start_time >= $from AND start_time < $to
-  AND ($service IS NULL OR service_name = $service)
-  AND ($name IS NULL OR name = $name)
-GROUP BY 1, 2, 3
+SELECT bucket, service_name, name, count, error_rate,
+       q[1] / 1e6 AS p50_ms,
+       q[2] / 1e6 AS p90_ms,
+       q[3] / 1e6 AS p95_ms,
+       q[4] / 1e6 AS p99_ms,
+       max_ns / 1e6 AS max_ms
+FROM (
+  SELECT
+    date_bin($bucket, start_time, TIMESTAMP '1970-01-01T00:00:00Z') AS bucket,
+    service_name,
+    name,
+    count(*) AS count,
+    avg(CASE WHEN status_code = 'error' THEN 1.0 ELSE 0.0 END) AS error_rate,
+    quantiles(duration_ns, 0.50, 0.90, 0.95, 0.99) AS q,
+    max(duration_ns) AS max_ns
+  FROM spans
+  WHERE start_time >= $from AND start_time < $to
+    AND ($service IS NULL OR service_name = $service)
+    AND ($name IS NULL OR name = $name)
+  GROUP BY 1, 2, 3
+)
 ORDER BY bucket, service_name, name

@@ -38,10 +38,15 @@ SELECT
   caller,
   callee,
   peer,
-  count(*) AS requests,
-  sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors,
-  percentile_cont(0.50) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p50_ms,
-  percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) / 1e6 AS p99_ms
-FROM edges
-GROUP BY caller, callee, peer
+  requests,
+  errors,
+  q[1] / 1e6 AS p50_ms,
+  q[2] / 1e6 AS p99_ms
+FROM (
+  SELECT caller, callee, peer, count(*) AS requests,
+         sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors,
+         quantiles(duration_ns, 0.50, 0.99) AS q
+  FROM edges
+  GROUP BY caller, callee, peer
+)
 ORDER BY requests DESC, caller, callee

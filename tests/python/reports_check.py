@@ -38,9 +38,8 @@ def fail(message):
     sys.exit(1)
 
 
-def close(a, b, what, rel=1e-6, abs_=1e-6):
-    """Equal within a millionth (DataFusion's percentile_cont quantizes the
-    interpolation weight between the two nearest ranks to 1e-6) or 1 ns."""
+def close(a, b, what, rel=1e-9, abs_=1e-6):
+    """Equal but for floating-point rounding (or within 1 ns)."""
     if a is None or b is None:
         if a is not b:
             fail(f"{what}: {a!r} != {b!r}")

@@ -72,6 +72,7 @@ pub fn aggregate_functions() -> Vec<AggregateUDF> {
     vec![
         AggregateUDF::from(CriticalPath::new()),
         AggregateUDF::from(CriticalPath::by_operation()),
+        AggregateUDF::from(crate::quantiles::Quantiles::new()),
     ]
 }
 

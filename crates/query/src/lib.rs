@@ -70,6 +70,7 @@ pub mod functions;
 mod layout;
 mod provider;
 mod pruning;
+mod quantiles;
 pub mod reports;
 mod sandbox;
 pub mod trace;

@@ -1,0 +1,386 @@
+//! `quantiles(value, q1, q2, …)`: exact quantiles of a group, all from one copy
+//! of its values.
+//!
+//! Each `q` is a constant in [0, 1]; the result is a `List(Float64)` with one
+//! value per `q`, in argument order: the linear interpolation between the two
+//! nearest ranks at position `q · (n − 1)` (DuckDB's `quantile_cont`,
+//! PostgreSQL's `percentile_cont`), NULL for a group without values. Nulls are
+//! skipped. DataFusion's `percentile_cont` keeps a copy of the values per
+//! percentile and quantizes the interpolation weight to 1e-6; this keeps one
+//! copy, selects the ranks in ascending order on shrinking slices, and
+//! interpolates exactly. The `latency` and `service-graph` reports use it.
+//!
+//! ```sql
+//! SELECT service_name, q[1] / 1e6 AS p50_ms, q[2] / 1e6 AS p99_ms
+//! FROM (SELECT service_name, quantiles(duration_ns, 0.5, 0.99) AS q
+//!       FROM spans GROUP BY service_name);
+//! ```
+
+use std::mem::size_of;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray, ListBuilder,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
+
+/// The `quantiles` aggregate (see the module docs).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Quantiles {
+    signature: Signature,
+}
+
+impl Quantiles {
+    pub fn new() -> Self {
+        Quantiles {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl Default for Quantiles {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn list_of_f64() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
+}
+
+/// The constant fractions of `args` (every argument after the first).
+fn fractions(args: &AccumulatorArgs) -> Result<Vec<f64>> {
+    let empty = arrow::array::RecordBatch::new_empty(Arc::new(arrow::datatypes::Schema::empty()));
+    args.exprs[1..]
+        .iter()
+        .map(|expr| {
+            let value = match expr.evaluate(&empty) {
+                Ok(ColumnarValue::Scalar(value)) => value,
+                _ => return plan_err!("quantiles: each fraction must be a constant"),
+            };
+            let q = match value.cast_to(&DataType::Float64)? {
+                ScalarValue::Float64(Some(q)) => q,
+                other => return plan_err!("quantiles: {other} is not a fraction"),
+            };
+            if !(0.0..=1.0).contains(&q) {
+                return plan_err!("quantiles: {q} is not between 0 and 1");
+            }
+            Ok(q)
+        })
+        .collect()
+}
+
+impl AggregateUDFImpl for Quantiles {
+    fn name(&self) -> &str {
+        "quantiles"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        if arg_types.len() < 2 {
+            return plan_err!("quantiles takes a value and at least one fraction");
+        }
+        if !arg_types[0].is_numeric() && !matches!(arg_types[0], DataType::Null) {
+            return plan_err!(
+                "quantiles: the value must be a number, not {}",
+                arg_types[0]
+            );
+        }
+        Ok(list_of_f64())
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(QuantilesAccumulator {
+            inner: QuantilesGroups::new(fractions(&args)?),
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[values]", args.name),
+            list_of_f64(),
+            true,
+        ))])
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(QuantilesGroups::new(fractions(&args)?)))
+    }
+}
+
+/// The values of each group.
+#[derive(Debug)]
+struct QuantilesGroups {
+    fractions: Vec<f64>,
+    groups: Vec<Vec<f64>>,
+    values: usize,
+}
+
+impl QuantilesGroups {
+    fn new(fractions: Vec<f64>) -> Self {
+        QuantilesGroups {
+            fractions,
+            groups: Vec::new(),
+            values: 0,
+        }
+    }
+
+    fn push(&mut self, values: &Float64Array, mut group_of: impl FnMut(usize) -> Option<usize>) {
+        for row in 0..values.len() {
+            if values.is_null(row) {
+                continue;
+            }
+            if let Some(group) = group_of(row) {
+                self.groups[group].push(values.value(row));
+                self.values += 1;
+            }
+        }
+    }
+
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<f64>> {
+        let taken = emit_to.take_needed(&mut self.groups);
+        self.values -= taken.iter().map(Vec::len).sum::<usize>();
+        taken
+    }
+}
+
+fn as_f64(array: &ArrayRef) -> Result<Float64Array> {
+    Ok(cast(array, &DataType::Float64)?
+        .as_primitive::<Float64Type>()
+        .clone())
+}
+
+/// The quantiles of `values` (reordered in place) at `fractions`.
+fn quantiles_of(values: &mut [f64], fractions: &[f64]) -> Vec<Option<f64>> {
+    if values.is_empty() {
+        return vec![None; fractions.len()];
+    }
+    let last = values.len() - 1;
+    // Ascending positions, so each selection works on what is right of the last.
+    let mut order: Vec<usize> = (0..fractions.len()).collect();
+    order.sort_by(|&a, &b| fractions[a].total_cmp(&fractions[b]));
+    let mut result = vec![None; fractions.len()];
+    let mut done = 0; // values[..done] are in their final places
+    for index in order {
+        let position = fractions[index] * last as f64;
+        let lower = (position.floor() as usize).min(last);
+        let upper = (position.ceil() as usize).min(last);
+        let at = |values: &mut [f64], done: &mut usize, rank: usize| -> f64 {
+            if rank >= *done {
+                values[*done..].select_nth_unstable_by(rank - *done, f64::total_cmp);
+                *done = rank + 1;
+            }
+            values[rank]
+        };
+        let low = at(values, &mut done, lower);
+        let high = if upper == lower {
+            low
+        } else {
+            at(values, &mut done, upper)
+        };
+        let weight = position - lower as f64;
+        result[index] = Some(low + (high - low) * weight);
+    }
+    result
+}
+
+fn quantile_lists(groups: &mut [Vec<f64>], fractions: &[f64]) -> ArrayRef {
+    let mut builder = ListBuilder::with_capacity(
+        Float64Builder::with_capacity(groups.len() * fractions.len()),
+        groups.len(),
+    );
+    for values in groups.iter_mut() {
+        if values.is_empty() {
+            builder.append_null();
+        } else {
+            builder.values().extend(quantiles_of(values, fractions));
+            builder.append(true);
+        }
+    }
+    Arc::new(builder.finish())
+}
+
+fn state_list(groups: Vec<Vec<f64>>) -> ArrayRef {
+    let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+    let values: Vec<f64> = groups.into_iter().flatten().collect();
+    Arc::new(ListArray::new(
+        Arc::new(Field::new("item", DataType::Float64, true)),
+        offsets,
+        Arc::new(Float64Array::from(values)),
+        None,
+    ))
+}
+
+fn merge_lists(
+    inner: &mut QuantilesGroups,
+    states: &[ArrayRef],
+    mut group_of: impl FnMut(usize) -> usize,
+) -> Result<()> {
+    let Some(list) = states.first().and_then(|s| s.as_list_opt::<i32>()) else {
+        return exec_err!("quantiles: the state must be a list");
+    };
+    let values = as_f64(list.values())?;
+    let offsets = list.value_offsets();
+    for row in 0..list.len() {
+        if list.is_null(row) {
+            continue;
+        }
+        let group = group_of(row);
+        let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+        let target = &mut inner.groups[group];
+        target.extend(
+            (from..to)
+                .filter(|&i| !values.is_null(i))
+                .map(|i| values.value(i)),
+        );
+        inner.values += to - from;
+    }
+    Ok(())
+}
+
+impl GroupsAccumulator for QuantilesGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let values = as_f64(&values[0])?;
+        self.push(&values, |row| {
+            opt_filter
+                .is_none_or(|f| f.is_valid(row) && f.value(row))
+                .then(|| group_indices[row])
+        });
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let mut groups = self.take(emit_to);
+        Ok(quantile_lists(&mut groups, &self.fractions))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![state_list(self.take(emit_to))])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        merge_lists(self, values, |row| group_indices[row])
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let values = as_f64(&values[0])?;
+        let groups: Vec<Vec<f64>> = (0..values.len())
+            .map(|row| {
+                let keep = !values.is_null(row)
+                    && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+                if keep {
+                    vec![values.value(row)]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        Ok(vec![state_list(groups)])
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>()
+            + self.groups.capacity() * size_of::<Vec<f64>>()
+            + self
+                .groups
+                .iter()
+                .map(|g| g.capacity() * size_of::<f64>())
+                .sum::<usize>()
+    }
+}
+
+/// One group's quantiles (no GROUP BY).
+#[derive(Debug)]
+struct QuantilesAccumulator {
+    inner: QuantilesGroups,
+}
+
+impl Accumulator for QuantilesAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let rows = values[0].len();
+        GroupsAccumulator::update_batch(&mut self.inner, values, &vec![0; rows], None, 1)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        self.inner.groups.resize_with(1, Vec::new);
+        let list = quantile_lists(&mut self.inner.groups, &self.inner.fractions);
+        ScalarValue::try_from_array(&list, 0)
+    }
+
+    fn size(&self) -> usize {
+        GroupsAccumulator::size(&self.inner)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        self.inner.groups.resize_with(1, Vec::new);
+        let list = state_list(vec![self.inner.groups[0].clone()]);
+        Ok(vec![ScalarValue::try_from_array(&list, 0)?])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.inner.groups.resize_with(1, Vec::new);
+        merge_lists(&mut self.inner, states, |_| 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DuckDB's quantile_cont, written out.
+    fn reference(values: &[f64], q: f64) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let position = q * (sorted.len() - 1) as f64;
+        let (lower, upper) = (position.floor() as usize, position.ceil() as usize);
+        sorted[lower] + (sorted[upper] - sorted[lower]) * (position - lower as f64)
+    }
+
+    #[test]
+    fn quantiles_interpolate_between_the_nearest_ranks() {
+        let fractions = [0.99, 0.5, 0.0, 1.0, 0.9, 0.95, 0.25];
+        for n in [1usize, 2, 3, 10, 101, 1000] {
+            let values: Vec<f64> = (0..n).map(|i| ((i * 7919) % 1013) as f64 * 1.5).collect();
+            let mut scratch = values.clone();
+            let got = quantiles_of(&mut scratch, &fractions);
+            for (q, value) in fractions.iter().zip(got) {
+                assert_eq!(value, Some(reference(&values, *q)), "n={n} q={q}");
+            }
+        }
+        assert_eq!(quantiles_of(&mut [], &[0.5]), vec![None]);
+    }
+}
