@@ -18,7 +18,10 @@ use common::{BASE_NS, storage_config};
 
 const MS: i64 = 1_000_000;
 
-fn batch(spans: &[(u8, Option<u8>, &str, &str, i64, i64)], trace: u8) -> RecordBatch {
+/// (span, parent, service, name, start ms, end ms)
+type Row<'a> = (u8, Option<u8>, &'a str, &'a str, i64, i64);
+
+fn batch(spans: &[Row], trace: u8) -> RecordBatch {
     let mut builder = SpanBatchBuilder::new();
     for &(id, parent, service, name, start, end) in spans {
         builder.append(&SpanRecord {
