@@ -1,7 +1,6 @@
 //! `lighttrace report <name>`: a named report of `sql/reports/`, from a running
 //! server (`GET /api/v1/reports/{name}`) or straight from a data directory.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +12,7 @@ use lighttrace_query::{ProjectScope, QueryEngine};
 use lighttrace_server::ARROW_STREAM_CONTENT_TYPE;
 
 use crate::output::{self, Format};
-use crate::settings::{parse_duration, parse_size};
-use crate::sql::{DEFAULT_SERVER, arrow_answer, open_data_dir, server_url};
+use crate::sql::{Source, arrow_answer, server_url};
 
 /// Arguments of `lighttrace report`.
 #[derive(clap::Args, Debug, Clone)]
@@ -33,41 +31,12 @@ pub struct ReportArgs {
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
 
-    /// Server to ask (GET URL/api/v1/reports/NAME) [default: http://127.0.0.1:4318].
-    #[arg(long, value_name = "URL", env = "LIGHTTRACE_SERVER")]
-    pub server: Option<String>,
-
-    /// The project key for a server started with --project: the report reads
-    /// that project only.
-    #[arg(
-        long,
-        value_name = "KEY",
-        env = "LIGHTTRACE_KEY",
-        hide_env_values = true
-    )]
-    pub key: Option<String>,
-
-    /// Read this data directory directly instead of asking a server (read-only;
-    /// a server may be running on it). Takes precedence over LIGHTTRACE_SERVER.
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-
-    /// With --data: the object store holding the lake's Parquet files, when the
-    /// server runs with --store.
-    #[arg(long, value_name = "URL", requires = "data")]
-    pub store: Option<String>,
+    #[command(flatten)]
+    pub source: Source,
 
     /// Output format (json: an array of objects).
     #[arg(long, value_enum, default_value_t = Format::Table, env = "LIGHTTRACE_FORMAT")]
     pub format: Format,
-
-    /// With --data: time limit of the report's query.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
-    pub timeout: Duration,
-
-    /// With --data: memory limit of the report's query.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
-    pub memory_limit: u64,
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -101,12 +70,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     // As in `sql`: the query engine's runtime is dropped outside `block_on`.
     let mut engine: Option<Arc<QueryEngine>> = None;
     let result = runtime.block_on(async {
-        match &args.data {
+        match &args.source.data {
             Some(data) => {
-                let opened =
-                    open_data_dir(data, args.store.as_deref(), args.memory_limit, args.timeout)
-                        .await?;
-                let engine = engine.insert(opened);
+                let engine = engine.insert(args.source.open(data).await?);
                 // Whoever can read the directory can read every project in it.
                 let output = run_report(engine, report, &args.params, &ProjectScope::All)
                     .await
@@ -114,8 +80,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                 Ok::<_, anyhow::Error>((output.schema, output.batches))
             }
             None => {
-                let server = args.server.as_deref().unwrap_or(DEFAULT_SERVER);
-                fetch(server, name, &args.params, args.key.as_deref()).await
+                fetch(
+                    args.source.server(),
+                    name,
+                    &args.params,
+                    args.source.key.as_deref(),
+                )
+                .await
             }
         }
     });

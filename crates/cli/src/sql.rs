@@ -17,18 +17,16 @@ use crate::settings::{parse_duration, parse_size};
 /// The server asked when neither `--server` nor `--data` is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:4318";
 
-/// Arguments of `lighttrace sql`.
+/// Where `sql`, `trace` and `report` read from: a running server, or a data
+/// directory opened read-only.
 #[derive(clap::Args, Debug, Clone)]
-pub struct SqlArgs {
-    /// The SQL statement, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
-    pub sql: String,
-
-    /// Server to ask (POST URL/api/v1/sql) [default: http://127.0.0.1:4318].
+pub struct Source {
+    /// Server to ask [default: http://127.0.0.1:4318].
     #[arg(long, value_name = "URL", env = "LIGHTTRACE_SERVER")]
     pub server: Option<String>,
 
-    /// The project key for a server started with --project: the query reads
-    /// that project only.
+    /// The project key for a server started with --project: only that
+    /// project's data is read.
     #[arg(
         long,
         value_name = "KEY",
@@ -47,17 +45,39 @@ pub struct SqlArgs {
     #[arg(long, value_name = "URL", requires = "data")]
     pub store: Option<String>,
 
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table, env = "LIGHTTRACE_FORMAT")]
-    pub format: Format,
-
     /// With --data: time limit of the query.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// With --data: memory limit of the query.
+    /// With --data: memory limit of each query.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub memory_limit: u64,
+}
+
+impl Source {
+    /// The server to ask when no --data is given.
+    pub fn server(&self) -> &str {
+        self.server.as_deref().unwrap_or(DEFAULT_SERVER)
+    }
+
+    /// A query engine over --data (which must be set); see [`open_data_dir`].
+    pub async fn open(&self, data: &Path) -> anyhow::Result<Arc<QueryEngine>> {
+        open_data_dir(data, self.store.as_deref(), self.memory_limit, self.timeout).await
+    }
+}
+
+/// Arguments of `lighttrace sql`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SqlArgs {
+    /// The SQL statement, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
+    pub sql: String,
+
+    #[command(flatten)]
+    pub source: Source,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, env = "LIGHTTRACE_FORMAT")]
+    pub format: Format,
 }
 
 pub fn run(args: SqlArgs) -> anyhow::Result<()> {
@@ -68,12 +88,9 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
     // As in `serve`: the query engine's runtime is dropped outside `block_on`.
     let mut engine = None;
     let result = runtime.block_on(async {
-        match &args.data {
-            Some(data) => query_data_dir(&args, data.clone(), &mut engine).await,
-            None => {
-                let server = args.server.as_deref().unwrap_or(DEFAULT_SERVER);
-                query_server(server, &args.sql, args.key.as_deref()).await
-            }
+        match &args.source.data {
+            Some(data) => query_data_dir(&args, data, &mut engine).await,
+            None => query_server(args.source.server(), &args.sql, args.source.key.as_deref()).await,
         }
     });
     drop(runtime);
@@ -84,17 +101,10 @@ pub fn run(args: SqlArgs) -> anyhow::Result<()> {
 
 async fn query_data_dir(
     args: &SqlArgs,
-    data: PathBuf,
+    data: &Path,
     engine_slot: &mut Option<Arc<QueryEngine>>,
 ) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
-    let engine = open_data_dir(
-        &data,
-        args.store.as_deref(),
-        args.memory_limit,
-        args.timeout,
-    )
-    .await?;
-    *engine_slot = Some(engine.clone());
+    let engine = engine_slot.insert(args.source.open(data).await?);
     // Whoever can read the directory can read every project in it.
     let output = engine.sql(&args.sql, &ProjectScope::All).await?;
     Ok((output.schema, output.batches))

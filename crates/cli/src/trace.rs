@@ -4,7 +4,6 @@
 //! print the same thing.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +11,7 @@ use anyhow::{Context, bail};
 use lighttrace_query::trace::{TraceView, lookup_trace, parse_trace_id};
 use lighttrace_query::{ProjectScope, QueryEngine};
 
-use crate::settings::{parse_duration, parse_size};
-use crate::sql::{DEFAULT_SERVER, open_data_dir, server_error_message, server_url};
+use crate::sql::{Source, server_error_message, server_url};
 use crate::{output, waterfall};
 
 /// How `lighttrace trace` prints a trace.
@@ -33,29 +31,8 @@ pub struct TraceArgs {
     /// The trace id: hex, any case, leading zeros optional.
     pub id: String,
 
-    /// Server to ask (GET URL/api/v1/traces/ID) [default: http://127.0.0.1:4318].
-    #[arg(long, value_name = "URL", env = "LIGHTTRACE_SERVER")]
-    pub server: Option<String>,
-
-    /// The project key for a server started with --project: only that
-    /// project's spans are shown.
-    #[arg(
-        long,
-        value_name = "KEY",
-        env = "LIGHTTRACE_KEY",
-        hide_env_values = true
-    )]
-    pub key: Option<String>,
-
-    /// Read this data directory directly instead of asking a server (read-only;
-    /// a server may be running on it). Takes precedence over LIGHTTRACE_SERVER.
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
-
-    /// With --data: the object store holding the lake's Parquet files, when the
-    /// server runs with --store.
-    #[arg(long, value_name = "URL", requires = "data")]
-    pub store: Option<String>,
+    #[command(flatten)]
+    pub source: Source,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = TraceFormat::Waterfall)]
@@ -65,14 +42,6 @@ pub struct TraceArgs {
     /// $COLUMNS, else 120].
     #[arg(long, value_name = "COLUMNS")]
     pub width: Option<usize>,
-
-    /// With --data: time limit of the lookup.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
-    pub timeout: Duration,
-
-    /// With --data: memory limit of each of the lookup's queries.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
-    pub memory_limit: u64,
 }
 
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
@@ -85,21 +54,15 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     // As in `sql`: the query engine's runtime is dropped outside `block_on`.
     let mut engine: Option<Arc<QueryEngine>> = None;
     let result = runtime.block_on(async {
-        match &args.data {
+        match &args.source.data {
             Some(data) => {
-                let opened =
-                    open_data_dir(data, args.store.as_deref(), args.memory_limit, args.timeout)
-                        .await?;
-                let engine = engine.insert(opened);
+                let engine = engine.insert(args.source.open(data).await?);
                 // Whoever can read the directory can read every project in it.
                 lookup_trace(engine, &ProjectScope::All, trace_id)
                     .await?
                     .with_context(|| format!("trace {trace_id} not found in {}", data.display()))
             }
-            None => {
-                let server = args.server.as_deref().unwrap_or(DEFAULT_SERVER);
-                fetch(server, &args.id, args.key.as_deref()).await
-            }
+            None => fetch(args.source.server(), &args.id, args.source.key.as_deref()).await,
         }
     });
     drop(runtime);
