@@ -232,14 +232,14 @@ impl Report {
     ) -> Result<ParamValues, QueryError> {
         let mut by_name: HashMap<&str, &str> = HashMap::new();
         for (name, value) in given {
-            let Some(_) = self.params.iter().find(|p| &p.name == name) else {
+            if !self.params.iter().any(|p| &p.name == name) {
                 let known: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
                 return Err(QueryError::Invalid(format!(
                     "report {:?} has no parameter {name:?} (it takes {})",
                     self.name,
                     known.join(", ")
                 )));
-            };
+            }
             if by_name.insert(name, value).is_some() {
                 return Err(QueryError::Invalid(format!(
                     "parameter {name:?} is given twice"
