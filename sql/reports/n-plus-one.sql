@@ -15,7 +15,7 @@
 -- total duration) is one detection. One row per parent operation, calling
 -- service and normalized call: the detections, the traces they are in, the
 -- mean and largest number of calls in a run, the mean total time of a run,
--- and up to three example trace ids (the longest runs first).
+-- and up to three example traces (each once, the longest run first).
 -- @param from timestamp default=-24h  start of the range (inclusive): RFC 3339, now, or relative (-1h)
 -- @param to timestamp default=now  end of the range (exclusive)
 -- @param service text  only calls made by this service
@@ -83,14 +83,21 @@ WITH calls AS (
   FROM detections d
   LEFT JOIN spans p ON p.trace_id = d.trace_id AND p.span_id = d.parent_span_id
    AND p.start_time >= $from - INTERVAL '1 hour' AND p.start_time < $to + INTERVAL '1 hour'
+), per_trace AS (
+  SELECT service_name, coalesce(parent_name, '') AS parent_name, call_type, call, trace_id,
+         count(*) AS detections, max(calls) AS max_calls, sum(calls) AS calls,
+         sum(total_ns) AS total_ns, max(total_ns) AS longest_ns
+  FROM named
+  GROUP BY service_name, coalesce(parent_name, ''), call_type, call, trace_id
 )
-SELECT service_name, coalesce(parent_name, '') AS parent_name, call_type, call,
-       count(*) AS detections,
-       count(DISTINCT trace_id) AS traces,
-       avg(calls) AS mean_calls,
-       max(calls) AS max_calls,
-       avg(total_ns) / 1e6 AS mean_total_ms,
-       array_slice(array_agg(trace_id ORDER BY calls DESC, total_ns DESC, trace_id), 1, 3) AS example_trace_ids
-FROM named
-GROUP BY service_name, coalesce(parent_name, ''), call_type, call
+SELECT service_name, parent_name, call_type, call,
+       sum(detections) AS detections,
+       count(*) AS traces,
+       CAST(sum(calls) AS DOUBLE) / sum(detections) AS mean_calls,
+       max(max_calls) AS max_calls,
+       CAST(sum(total_ns) AS DOUBLE) / sum(detections) / 1e6 AS mean_total_ms,
+       -- Each example trace once, the one with the longest run first.
+       array_slice(array_agg(trace_id ORDER BY max_calls DESC, longest_ns DESC, trace_id), 1, 3) AS example_trace_ids
+FROM per_trace
+GROUP BY service_name, parent_name, call_type, call
 ORDER BY detections DESC, service_name, parent_name, call

@@ -183,11 +183,15 @@ def check_latency(binary, data, con):
 def check_errors(binary, data, con):
     ours = report(binary, data, "errors")
     theirs = con.execute("""
-        SELECT service_name, name, status_message, count(*), count(DISTINCT trace_id),
-               count(DISTINCT trace_id) FILTER (WHERE parent_span_id IS NULL),
-               list(trace_id ORDER BY start_ns DESC, trace_id)[1:5]
-        FROM spans WHERE status_code = 'error'
-        GROUP BY ALL ORDER BY 4 DESC, 1, 2, 3""").fetchall()
+        WITH per_trace AS (
+          SELECT service_name, name, status_message, trace_id, count(*) AS spans,
+                 max(start_ns) AS last_ns, bool_or(parent_span_id IS NULL) AS root
+          FROM spans WHERE status_code = 'error' GROUP BY ALL
+        )
+        SELECT service_name, name, status_message, sum(spans)::BIGINT, count(*),
+               count(*) FILTER (WHERE root),
+               list(trace_id ORDER BY last_ns DESC, trace_id)[1:5]
+        FROM per_trace GROUP BY ALL ORDER BY 4 DESC, 1, 2, 3""").fetchall()
     if not theirs:
         fail("errors: the generated traffic has no failed spans")
     got = [(r["service_name"], r["name"], r["status_message"], r["spans"], r["traces"],
@@ -397,6 +401,10 @@ def check_n_plus_one(binary, data, con):
         expected = (len(found), len({t for t, _ in found}), max(n for _, n in found))
         if (row["detections"], row["traces"], row["max_calls"]) != expected:
             fail(f"n-plus-one {key}: {row} vs {expected}")
+        close(row["mean_calls"], sum(n for _, n in found) / len(found), f"n-plus-one {key} mean_calls")
+        examples = row["example_trace_ids"]
+        if len(examples) != len(set(examples)) or not set(examples) <= {t for t, _ in found}:
+            fail(f"n-plus-one {key}: example traces {examples} for {found}")
     must = {
         ("shop", "GET /products", "db", "SELECT * FROM products WHERE id = ?"): 1,
         ("shop", "GET /orders", "db", "SELECT * FROM orders WHERE id = ?"): 2,
