@@ -42,8 +42,9 @@ WITH roots AS (
   SELECT p.trace_id, p.root_service, p.root_name, p.slow,
          critical_path_by_operation(s.span_id, s.parent_span_id, s.start_time, s.end_time,
                                     s.kind, s.service_name, s.name) AS operations
-  FROM spans s
-  JOIN picked p ON s.trace_id = p.trace_id
+  -- The picked traces first: the join builds its hash table on them, not on spans.
+  FROM picked p
+  JOIN spans s ON s.trace_id = p.trace_id
   WHERE s.start_time >= $from - INTERVAL '1 hour' AND s.start_time < $to + INTERVAL '1 hour'
   GROUP BY p.trace_id, p.root_service, p.root_name, p.slow
 ), per_operation AS (

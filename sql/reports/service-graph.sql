@@ -31,8 +31,9 @@ WITH calls AS (
          coalesce(s.service_name, c.peer, 'unknown') AS callee,
          s.service_name IS NULL AS peer,
          c.status_code, c.duration_ns
-  FROM calls c
-  LEFT JOIN served s ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id
+  -- `served` first: the join builds its hash table on the smaller side.
+  FROM served s
+  RIGHT JOIN calls c ON s.trace_id = c.trace_id AND s.parent_span_id = c.span_id
 )
 SELECT
   caller,
