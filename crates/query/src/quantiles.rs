@@ -130,7 +130,6 @@ impl AggregateUDFImpl for Quantiles {
 struct QuantilesGroups {
     fractions: Vec<f64>,
     groups: Vec<Vec<f64>>,
-    values: usize,
 }
 
 impl QuantilesGroups {
@@ -138,7 +137,6 @@ impl QuantilesGroups {
         QuantilesGroups {
             fractions,
             groups: Vec::new(),
-            values: 0,
         }
     }
 
@@ -149,15 +147,12 @@ impl QuantilesGroups {
             }
             if let Some(group) = group_of(row) {
                 self.groups[group].push(values.value(row));
-                self.values += 1;
             }
         }
     }
 
     fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<f64>> {
-        let taken = emit_to.take_needed(&mut self.groups);
-        self.values -= taken.iter().map(Vec::len).sum::<usize>();
-        taken
+        emit_to.take_needed(&mut self.groups)
     }
 }
 
@@ -250,7 +245,6 @@ fn merge_lists(
                 .filter(|&i| !values.is_null(i))
                 .map(|i| values.value(i)),
         );
-        inner.values += to - from;
     }
     Ok(())
 }
