@@ -9,17 +9,18 @@
 //! in the body. A `body` given twice is merged the way prost merges it.
 //! Differential tests hold it to [`crate::decode_otlp_logs_protobuf_with_prost`].
 
-use lighttrace_model::{AttrType, BatchSizing, LogBatchBuilder, SharedAttributes};
+use lighttrace_model::{BatchSizing, LogBatchBuilder, SharedAttributes};
 
 use super::schema::{self, Message};
 use super::values::{render_body, render_key_value};
 use super::wire::{RECURSION_LIMIT, Reader, Value};
-use super::{Scope, Stop, key_value_sizes, malformed, pass_again, read_resource, read_scope};
-use crate::attributes::{PendingAttr, PendingValue, recycle_attrs, resolve as resolve_attrs};
+use super::{
+    Envelope, Position, Scope, Stop, each_scope, key_value_sizes, malformed, pass_again, read_scope,
+};
 use crate::logs::{
     LogContext, LogIdentity, LogScratch, LogText, append_log, record_bytes, validate,
 };
-use crate::otlp::{Budget, LOG_RECORDS, Rejections, UNKNOWN_SERVICE};
+use crate::otlp::{Budget, LOG_RECORDS, Rejections};
 use crate::{DecodedLogs, IngestError};
 
 /// Decodes an OTLP/protobuf `ExportLogsServiceRequest`; see the module docs.
@@ -122,103 +123,26 @@ struct Sink<'r, 'p> {
     bodies: Vec<&'r [u8]>,
 }
 
-/// Where a record is in the request, for rejection messages and the budget.
-struct Position {
-    resource: usize,
-    scope: usize,
-    /// Text of the resource's attributes, repeated on each of its records.
-    resource_bytes: usize,
-}
-
 fn request<'r>(body: &'r [u8], sink: &mut Sink<'r, '_>) -> Result<(), Stop> {
-    let ctx = RECURSION_LIMIT;
-    let mut resource_text = String::new();
-    let mut resource_pending: Vec<PendingAttr<'r>> = Vec::new();
-    let mut resource_attrs_store = Vec::new();
-    let mut reader = Reader::new(body, Message::ExportLogsServiceRequest.name());
-    let mut resource_index = 0;
-    while let Some((tag, value)) = reader.next_field()? {
-        if tag != 1 {
-            reader.skip_unknown(tag, value, ctx)?;
-            continue;
-        }
-        let resource_logs = value.message("ExportLogsServiceRequest.resource_logs", ctx)?;
-        resource_text.clear();
-        resource_pending.clear();
-        read_resource_logs(
-            resource_logs,
-            ctx - 1,
-            &mut resource_text,
-            &mut resource_pending,
-        )?;
-        let resource_bytes: usize = resource_pending.iter().map(PendingAttr::text_len).sum();
-        let service_name = resource_pending
-            .iter()
-            .find(|attr| attr.key == "service.name")
-            .and_then(|attr| match attr.value {
-                PendingValue::Borrowed(s) if attr.ty == AttrType::String && !s.is_empty() => {
-                    Some(s)
-                }
-                _ => None,
-            })
-            .unwrap_or(UNKNOWN_SERVICE);
-        let mut resource_attrs = recycle_attrs(std::mem::take(&mut resource_attrs_store));
-        resolve_attrs(&resource_pending, &resource_text, &mut resource_attrs);
-        let shared_resource = SharedAttributes::new(&resource_attrs);
-
-        let mut reader = Reader::new(resource_logs, Message::ResourceLogs.name());
-        let mut scope_index = 0;
-        while let Some((tag, value)) = reader.next_field()? {
-            match (tag, value) {
-                (2, Value::Len(scope_logs)) => {
-                    sink.scope_logs(
-                        scope_logs,
-                        ctx - 2,
-                        &Position {
-                            resource: resource_index,
-                            scope: scope_index,
-                            resource_bytes,
-                        },
-                        service_name,
-                        &shared_resource,
-                    )?;
-                    scope_index += 1;
-                }
-                (tag, value) => pass_again(&mut reader, tag, value, ctx - 1)?,
-            }
-        }
-        resource_attrs_store = recycle_attrs(resource_attrs);
-        resource_index += 1;
-    }
-    Ok(())
+    each_scope(
+        body,
+        &LOGS,
+        |scope_logs, ctx, position, service_name, resource| {
+            sink.scope_logs(scope_logs, ctx, position, service_name, resource)
+        },
+    )
 }
 
-/// Checks every field of a `ResourceLogs` but its `scope_logs`, and renders
-/// the attributes of its `resource` (merged, if it has several).
-fn read_resource_logs<'r>(
-    body: &'r [u8],
-    ctx: u32,
-    text: &mut String,
-    pending: &mut Vec<PendingAttr<'r>>,
-) -> Result<(), Stop> {
-    let mut reader = Reader::new(body, Message::ResourceLogs.name());
-    while let Some((tag, value)) = reader.next_field()? {
-        match tag {
-            1 => {
-                let resource = value.message("ResourceLogs.resource", ctx)?;
-                read_resource(resource, ctx - 1, text, pending)?;
-            }
-            2 => {
-                value.message("ResourceLogs.scope_logs", ctx)?;
-            }
-            3 => {
-                value.string("ResourceLogs.schema_url")?;
-            }
-            _ => reader.skip_unknown(tag, value, ctx)?,
-        }
-    }
-    Ok(())
-}
+const LOGS: Envelope = Envelope {
+    request: Message::ExportLogsServiceRequest,
+    resource_message: Message::ResourceLogs,
+    request_field: "ExportLogsServiceRequest.resource_logs",
+    resource_fields: [
+        "ResourceLogs.resource",
+        "ResourceLogs.scope_logs",
+        "ResourceLogs.schema_url",
+    ],
+};
 
 impl<'r> Sink<'r, '_> {
     fn scope_logs(

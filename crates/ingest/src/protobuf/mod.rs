@@ -202,22 +202,65 @@ pub(super) fn pass_again<'r>(
 }
 
 fn request<'r>(body: &'r [u8], sink: &mut Sink<'r, '_>) -> Result<(), Stop> {
+    each_scope(
+        body,
+        &TRACES,
+        |scope_spans, ctx, position, service_name, resource| {
+            sink.scope_spans(scope_spans, ctx, position, service_name, resource)
+        },
+    )
+}
+
+/// The messages and field names of an OTLP export request's envelope: the
+/// request's field 1 repeats `Resource*` messages, each with a `resource` (1),
+/// repeated scope messages (2) and a `schema_url` (3). Traces and logs differ
+/// only in these names.
+pub(super) struct Envelope {
+    pub request: Message,
+    pub resource_message: Message,
+    /// `ExportTraceServiceRequest.resource_spans` …
+    pub request_field: &'static str,
+    /// `ResourceSpans.resource`, `ResourceSpans.scope_spans`, `ResourceSpans.schema_url` …
+    pub resource_fields: [&'static str; 3],
+}
+
+const TRACES: Envelope = Envelope {
+    request: Message::ExportTraceServiceRequest,
+    resource_message: Message::ResourceSpans,
+    request_field: "ExportTraceServiceRequest.resource_spans",
+    resource_fields: [
+        "ResourceSpans.resource",
+        "ResourceSpans.scope_spans",
+        "ResourceSpans.schema_url",
+    ],
+};
+
+/// Walks the request's resources: checks every field of each, renders its
+/// resource attributes (merged, if it has several) once, and hands each scope
+/// message (`ScopeSpans`, `ScopeLogs`) to `scope` with its position, the
+/// resource's `service.name` and its attributes.
+pub(super) fn each_scope<'r>(
+    body: &'r [u8],
+    envelope: &Envelope,
+    mut scope: impl FnMut(&'r [u8], u32, &Position, &str, &SharedAttributes) -> Result<(), Stop>,
+) -> Result<(), Stop> {
     let ctx = RECURSION_LIMIT;
     let mut resource_text = String::new();
     let mut resource_pending: Vec<PendingAttr<'r>> = Vec::new();
     let mut resource_attrs_store: Vec<Attr<'static>> = Vec::new();
-    let mut reader = Reader::new(body, Message::ExportTraceServiceRequest.name());
+    let mut reader = Reader::new(body, envelope.request.name());
     let mut resource_index = 0;
     while let Some((tag, value)) = reader.next_field()? {
         if tag != 1 {
             reader.skip_unknown(tag, value, ctx)?;
             continue;
         }
-        let resource_spans = value.message("ExportTraceServiceRequest.resource_spans", ctx)?;
+        let resource_message = value.message(envelope.request_field, ctx)?;
         resource_text.clear();
         resource_pending.clear();
-        read_resource_spans(
-            resource_spans,
+        read_resource_message(
+            resource_message,
+            envelope,
             ctx - 1,
             &mut resource_text,
             &mut resource_pending,
@@ -237,13 +280,13 @@ fn request<'r>(body: &'r [u8], sink: &mut Sink<'r, '_>) -> Result<(), Stop> {
         resolve_attrs(&resource_pending, &resource_text, &mut resource_attrs);
         let shared_resource = SharedAttributes::new(&resource_attrs);
 
-        let mut reader = Reader::new(resource_spans, Message::ResourceSpans.name());
+        let mut reader = Reader::new(resource_message, envelope.resource_message.name());
         let mut scope_index = 0;
         while let Some((tag, value)) = reader.next_field()? {
             match (tag, value) {
-                (2, Value::Len(scope_spans)) => {
-                    sink.scope_spans(
-                        scope_spans,
+                (2, Value::Len(scope_message)) => {
+                    scope(
+                        scope_message,
                         ctx - 2,
                         &Position {
                             resource: resource_index,
@@ -264,26 +307,28 @@ fn request<'r>(body: &'r [u8], sink: &mut Sink<'r, '_>) -> Result<(), Stop> {
     Ok(())
 }
 
-/// Checks every field of a `ResourceSpans` but its `scope_spans`, and
-/// renders the attributes of its `resource` (merged, if it has several).
-fn read_resource_spans<'r>(
+/// Checks every field of a `Resource*` message but its scopes, and renders
+/// the attributes of its `resource` (merged, if it has several).
+fn read_resource_message<'r>(
     body: &'r [u8],
+    envelope: &Envelope,
     ctx: u32,
     text: &mut String,
     pending: &mut Vec<PendingAttr<'r>>,
 ) -> Result<(), Stop> {
-    let mut reader = Reader::new(body, Message::ResourceSpans.name());
+    let [resource_field, scopes_field, schema_field] = envelope.resource_fields;
+    let mut reader = Reader::new(body, envelope.resource_message.name());
     while let Some((tag, value)) = reader.next_field()? {
         match tag {
             1 => {
-                let resource = value.message("ResourceSpans.resource", ctx)?;
+                let resource = value.message(resource_field, ctx)?;
                 read_resource(resource, ctx - 1, text, pending)?;
             }
             2 => {
-                value.message("ResourceSpans.scope_spans", ctx)?;
+                value.message(scopes_field, ctx)?;
             }
             3 => {
-                value.string("ResourceSpans.schema_url")?;
+                value.string(schema_field)?;
             }
             _ => reader.skip_unknown(tag, value, ctx)?,
         }
@@ -317,12 +362,13 @@ pub(super) fn read_resource<'r>(
     Ok(())
 }
 
-/// Where a span is in the request, for rejection messages and the budget.
-struct Position {
-    resource: usize,
-    scope: usize,
+/// Where a span (or log record) is in the request, for rejection messages
+/// and the budget.
+pub(super) struct Position {
+    pub resource: usize,
+    pub scope: usize,
     /// Text of the resource's attributes, repeated on each of its spans.
-    resource_bytes: usize,
+    pub resource_bytes: usize,
 }
 
 /// The name and version of a scope, merged over its `scope` fields.
