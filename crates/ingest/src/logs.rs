@@ -86,15 +86,8 @@ pub fn encode_logs_response(
     message: Option<&str>,
 ) -> Vec<u8> {
     let response = logs_response(rejected, message);
-    match encoding {
-        OtlpEncoding::Protobuf => response.encode_to_vec(),
-        OtlpEncoding::Json => match &response.partial_success {
-            // The derived serializer would write `{"partialSuccess":null}`.
-            None => b"{}".to_vec(),
-            // Serializing plain integers and strings to a Vec cannot fail.
-            Some(_) => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
-        },
-    }
+    let partial = response.partial_success.is_some();
+    crate::otlp::encode_response(encoding, &response, partial)
 }
 
 /// Why one log record was left out.

@@ -137,14 +137,23 @@ pub fn encode_traces_response(
     message: Option<&str>,
 ) -> Vec<u8> {
     let response = traces_response(rejected, message);
+    let partial = response.partial_success.is_some();
+    encode_response(encoding, &response, partial)
+}
+
+/// An export response (traces or logs) in `encoding`; without a partial
+/// success it is the empty message (`{}` in JSON).
+pub(crate) fn encode_response<M: prost::Message + serde::Serialize>(
+    encoding: OtlpEncoding,
+    response: &M,
+    partial: bool,
+) -> Vec<u8> {
     match encoding {
         OtlpEncoding::Protobuf => response.encode_to_vec(),
-        OtlpEncoding::Json => match &response.partial_success {
-            // The derived serializer would write `{"partialSuccess":null}`.
-            None => b"{}".to_vec(),
-            // Serializing plain integers and strings to a Vec cannot fail.
-            Some(_) => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
-        },
+        // The derived serializer would write `{"partialSuccess":null}`.
+        OtlpEncoding::Json if !partial => b"{}".to_vec(),
+        // Serializing plain integers and strings to a Vec cannot fail.
+        OtlpEncoding::Json => serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec()),
     }
 }
 
