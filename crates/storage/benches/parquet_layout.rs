@@ -132,6 +132,9 @@ fn main() {
         variant("sorted by start time", &|o| {
             o.sort_order = SortOrder::StartTime
         }),
+        variant("traces by first start, spans by start", &|o| {
+            o.sort_order = SortOrder::TraceStart
+        }),
         variant("dictionary on ids and times (parquet default)", &|o| {
             o.dictionary_for_unique_columns = true
         }),

@@ -21,6 +21,10 @@ pub enum SortOrder {
     TraceId,
     /// `(start_time, trace_id)`: small timestamp deltas, tight time page stats.
     StartTime,
+    /// Traces by the earliest start of their spans in the file, each trace's
+    /// spans together by `start_time`: timestamps almost ascending (small
+    /// deltas) while a trace's repeated ids stay adjacent.
+    TraceStart,
 }
 
 /// How flushed Parquet files are encoded. The defaults are the measured choice

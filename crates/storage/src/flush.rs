@@ -66,6 +66,8 @@ fn writer_properties(
         SortOrder::Arrival => vec![],
         SortOrder::TraceId => vec![sorting(trace_idx), sorting(start_idx)],
         SortOrder::StartTime => vec![sorting(start_idx), sorting(trace_idx)],
+        // Not a sort by columns of the file: nothing to declare.
+        SortOrder::TraceStart => vec![],
     };
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
@@ -252,6 +254,30 @@ pub fn encode_partition(batches: &[RecordBatch], options: &ParquetOptions) -> Re
     })
 }
 
+/// Per row, the earliest `start_time` of the row's trace in `batch`.
+fn trace_first_start(
+    batch: &RecordBatch,
+    trace_idx: usize,
+    start_idx: usize,
+) -> arrow::array::Int64Array {
+    let traces = batch.column(trace_idx).as_string::<i32>();
+    let starts = batch
+        .column(start_idx)
+        .as_primitive::<TimestampNanosecondType>()
+        .values();
+    let mut first: std::collections::HashMap<&str, i64> =
+        std::collections::HashMap::with_capacity(batch.num_rows() / 2);
+    for (trace, &start) in traces.iter().zip(starts.iter()) {
+        let entry = first.entry(trace.unwrap_or_default()).or_insert(start);
+        *entry = (*entry).min(start);
+    }
+    traces
+        .iter()
+        .map(|trace| first[trace.unwrap_or_default()])
+        .collect::<Vec<i64>>()
+        .into()
+}
+
 /// `None` when a batch does not convert to the layout `options` ask for.
 fn encode_with(batches: &[RecordBatch], options: &ParquetOptions) -> Result<Option<EncodedFile>> {
     let schema = spans_schema();
@@ -268,11 +294,24 @@ fn encode_with(batches: &[RecordBatch], options: &ParquetOptions) -> Result<Opti
                 values: batch.column(idx).clone(),
                 options: None,
             };
-            let keys = match order {
-                SortOrder::StartTime => [key(start_idx), key(trace_idx)],
-                _ => [key(trace_idx), key(start_idx)],
+            let indices = match order {
+                SortOrder::StartTime => {
+                    lexsort_to_indices(&[key(start_idx), key(trace_idx)], None)?
+                }
+                SortOrder::TraceStart => {
+                    let first_start = trace_first_start(&batch, trace_idx, start_idx);
+                    let keys = [
+                        SortColumn {
+                            values: Arc::new(first_start),
+                            options: None,
+                        },
+                        key(trace_idx),
+                        key(start_idx),
+                    ];
+                    lexsort_to_indices(&keys, None)?
+                }
+                _ => lexsort_to_indices(&[key(trace_idx), key(start_idx)], None)?,
             };
-            let indices = lexsort_to_indices(&keys, None)?;
             vec![take_record_batch(&batch, &indices)?]
         }
     };
