@@ -73,7 +73,9 @@ mod pruning;
 mod quantiles;
 pub mod reports;
 mod sandbox;
+pub mod search;
 pub mod trace;
+pub mod traceql;
 
 use std::time::Duration;
 

@@ -92,6 +92,7 @@ mod receive;
 mod report;
 mod sentry;
 mod sql;
+mod tempo;
 mod trace;
 mod zipkin;
 
@@ -238,6 +239,15 @@ fn router(shared: Shared) -> Router {
         .route("/api/v1/traces/{id}", get(trace::get_trace))
         .route("/api/v1/reports", get(report::list_reports))
         .route("/api/v1/reports/{name}", get(report::get_report))
+        .route("/api/echo", get(tempo::echo))
+        .route("/api/status/buildinfo", get(tempo::buildinfo))
+        .route("/api/traces/{id}", get(tempo::trace_v1))
+        .route("/api/v2/traces/{id}", get(tempo::trace_v2))
+        .route("/api/search", get(tempo::search_traces))
+        .route("/api/search/tags", get(tempo::tags_v1))
+        .route("/api/v2/search/tags", get(tempo::tags_v2))
+        .route("/api/search/tag/{tag}/values", get(tempo::tag_values_v1))
+        .route("/api/v2/search/tag/{tag}/values", get(tempo::tag_values_v2))
         .route("/health", get(health))
         .route("/ready", get(health))
         .fallback(not_found)
