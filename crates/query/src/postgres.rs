@@ -22,6 +22,9 @@
 //! * A function in `FROM` with a table alias and no column list names its
 //!   one column after the alias (`generate_series(1, 3) AS i` has a column
 //!   `i`), as in Postgres.
+//! * `x IN (subquery)` in a select list or `ORDER BY` (DataFusion plans `IN`
+//!   subqueries in filters only) is answered as `array_has` over the
+//!   subquery's values: Grafana's table list is such a query.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -43,9 +46,12 @@ use datafusion::logical_expr::{
 };
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    Ident, ObjectName, ObjectNamePart, TableAlias, TableAliasColumnDef, TableFactor, VisitMut,
-    VisitorMut,
+    Expr as SqlExpr, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, SelectItem,
+    SetExpr, TableAlias, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
+    visit_expressions_mut,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use lighttrace_storage::Table;
 
 /// The database name clients see (`current_database()`, `pg_database`).
@@ -196,6 +202,11 @@ struct PostgresNames;
 impl VisitorMut for PostgresNames {
     type Break = ();
 
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        in_subqueries_as_arrays(query);
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         let TableFactor::Table {
             name, alias, args, ..
@@ -228,6 +239,53 @@ impl VisitorMut for PostgresNames {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// In the select list and `ORDER BY`, `x [NOT] IN (subquery)` becomes
+/// `[NOT] coalesce(array_has((SELECT array_agg(v) FROM (subquery) AS t(v)), x), false)`:
+/// DataFusion plans an `IN` subquery in a filter only, a scalar subquery
+/// anywhere. Filters keep theirs (with SQL's NULL rules).
+fn in_subqueries_as_arrays(query: &mut Query) {
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        for item in &mut select.projection {
+            if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
+                in_subquery_as_array(expr);
+            }
+        }
+    }
+    if let Some(OrderBy {
+        kind: OrderByKind::Expressions(items),
+        ..
+    }) = &mut query.order_by
+    {
+        for item in items {
+            in_subquery_as_array(&mut item.expr);
+        }
+    }
+}
+
+fn in_subquery_as_array(expr: &mut SqlExpr) {
+    let _ = visit_expressions_mut(expr, |e| {
+        if let SqlExpr::InSubquery {
+            expr: needle,
+            subquery,
+            negated,
+        } = e
+        {
+            let text = format!(
+                "{}coalesce(array_has((SELECT array_agg(__lighttrace_in.v) FROM ({subquery}) \
+                 AS __lighttrace_in(v)), {needle}), false)",
+                if *negated { "NOT " } else { "" }
+            );
+            if let Ok(rewritten) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut parser| parser.parse_expr())
+            {
+                *e = SqlExpr::Nested(Box::new(rewritten));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 // ---------------------------------------------------------------------------
