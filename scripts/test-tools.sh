@@ -7,6 +7,8 @@
 #   $HOME/.cache/lighttrace-tools   s3s-fs, the S3 test server
 #   $HOME/.cache/lighttrace-node    node_modules of tests/node (npm ci), when node
 #                                   and npm are installed
+#   psql                            Debian's postgresql-client, installed with
+#                                   apt-get when missing (as root, or with sudo)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lighttrace-target}"
 export CARGO_TERM_COLOR=never
@@ -45,7 +47,7 @@ install_python_packages() {
   local want
   want="$("$PYTHON" --version 2>&1) $(sha256sum tests/requirements.txt | cut -d' ' -f1)"
   if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-    && "$VENV/bin/python" -c 'import duckdb, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.zipkin.json, sentry_sdk, brotli' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import duckdb, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.zipkin.json, sentry_sdk, brotli, psycopg' 2>/dev/null; then
     echo "venv $VENV is current"
     return
   fi
@@ -80,6 +82,26 @@ install_node_packages() {
   (cd "$NODE_DIR" && npm ls --depth=0)
 }
 
+# psql for the Postgres wire protocol test. Without it (and no way to install
+# it) the step only says so; the test then skips (fails in CI).
+install_debian_packages() {
+  if ! command -v psql >/dev/null; then
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then
+      sudo=(sudo -n)
+    fi
+    if command -v apt-get >/dev/null && { [ ${#sudo[@]} = 0 ] || sudo -n true 2>/dev/null; }; then
+      "${sudo[@]}" apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        postgresql-client >/dev/null
+    else
+      echo "psql not found and apt-get is not usable: the Postgres test will skip (fail in CI)" >&2
+      return
+    fi
+  fi
+  psql --version
+}
+
 install_s3s_fs() {
   local binary="$TOOLS/bin/s3s-fs"
   if [ -x "$binary" ] && [ "$("$binary" --version 2>/dev/null)" = "s3s-fs $S3S_FS_VERSION" ]; then
@@ -99,10 +121,15 @@ install_s3s_fs() {
 step "tool versions" print_tools
 step "python packages (tests/requirements.txt)" install_python_packages
 step "s3s-fs $S3S_FS_VERSION" install_s3s_fs
+step "Debian packages (postgresql-client)" install_debian_packages
 step "node packages (tests/node/package-lock.json)" install_node_packages
 
 export LIGHTTRACE_PYTHON="$VENV/bin/python"
 export LIGHTTRACE_S3S_FS="$TOOLS/bin/s3s-fs"
+if command -v psql >/dev/null; then
+  LIGHTTRACE_PSQL="$(command -v psql)"
+  export LIGHTTRACE_PSQL
+fi
 if [ -d "$NODE_DIR/node_modules/@sentry/node" ]; then
   export LIGHTTRACE_NODE_MODULES="$NODE_DIR/node_modules"
 fi

@@ -11,7 +11,8 @@
 //!    `--shutdown-timeout` (30 s), it logs and exits with status 1 (every
 //!    acknowledged span is in the WAL, so the next start replays it);
 //! 2. the HTTP and gRPC servers stop accepting and wait for requests in flight,
-//!    at most half of that time;
+//!    at most half of that time; the Postgres server (`--pg`) stops accepting
+//!    and closes its connections;
 //! 3. [`Lake::shutdown`] flushes the buffers to Parquet and commits the catalog;
 //! 4. exit 0.
 //!
@@ -76,6 +77,18 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on --grpc {}", settings.grpc))?;
     let grpc_addr = grpc_listener.local_addr().context("listener address")?;
+    let pg_listener = match &settings.pg {
+        Some(pg) => Some(
+            tokio::net::TcpListener::bind(pg)
+                .await
+                .with_context(|| format!("cannot listen on --pg {pg}"))?,
+        ),
+        None => None,
+    };
+    let pg_addr = match &pg_listener {
+        Some(listener) => Some(listener.local_addr().context("listener address")?),
+        None => None,
+    };
     let mut signals = Signals::install()?;
 
     let data_dir = settings.storage.data_dir.clone();
@@ -102,19 +115,23 @@ async fn serve(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = wait_for_stop(stop_rx.clone());
-    let server = tokio::spawn(lighttrace_server::serve(
+    let server = tokio::spawn(lighttrace_server::serve_with_pg(
         http_listener,
         grpc_listener,
+        pg_listener,
         state,
         stopped,
     ));
 
     // The one line on stdout: tests and scripts read the address from it.
     let mut stdout = std::io::stdout().lock();
+    let pg_note = pg_addr
+        .map(|addr| format!(", {addr} (Postgres wire protocol)"))
+        .unwrap_or_default();
     let _ = writeln!(
         stdout,
         "lighttrace listening on http://{http_addr} (OTLP/HTTP POST /v1/traces, SQL POST /api/v1/sql) \
-         and {grpc_addr} (OTLP/gRPC), data in {lake_place}"
+         and {grpc_addr} (OTLP/gRPC){pg_note}, data in {lake_place}"
     );
     let _ = stdout.flush();
     drop(stdout);

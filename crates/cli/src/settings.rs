@@ -18,6 +18,7 @@
 //! store = "s3://bucket/prefix"        # Parquet files in object storage instead
 //! http = "0.0.0.0:4318"               # OTLP/HTTP and the SQL API
 //! grpc = "0.0.0.0:4317"               # OTLP/gRPC (TraceService/Export)
+//! pg = "127.0.0.1:5432"               # Postgres wire protocol (off unless set)
 //! project = ["1:key-one", "2:key-two"] # projects and keys: authentication on
 //! flush_max_age = "60s"               # flush a partition once its oldest span is this old
 //! flush_partition_bytes = "64MiB"     # … or once it holds this much Arrow data
@@ -91,6 +92,12 @@ pub struct ServeArgs {
     /// Address for OTLP/gRPC, `TraceService/Export` [default: 127.0.0.1:4317].
     #[arg(long, value_name = "ADDR", env = "LIGHTTRACE_GRPC")]
     pub grpc: Option<String>,
+
+    /// Address for the Postgres wire protocol: the SQL API for psql, psycopg,
+    /// Grafana's PostgreSQL data source and BI tools (password: a project key
+    /// when projects are configured) [default: off].
+    #[arg(long, value_name = "ADDR", env = "LIGHTTRACE_PG")]
+    pub pg: Option<String>,
 
     /// A project and its key, ID:KEY (repeatable; LIGHTTRACE_PROJECT takes a
     /// comma-separated list). With any, every request needs a key (`Authorization:
@@ -186,6 +193,8 @@ pub struct FileConfig {
     pub http: Option<String>,
     /// OTLP/gRPC listen address (`--grpc`).
     pub grpc: Option<String>,
+    /// Postgres wire protocol listen address (`--pg`); none: off.
+    pub pg: Option<String>,
     /// Projects and keys, `ID:KEY` (`--project`).
     #[serde(default, rename = "project")]
     pub projects: Option<Vec<String>>,
@@ -244,6 +253,8 @@ impl FileConfig {
 pub struct Settings {
     pub http: String,
     pub grpc: String,
+    /// `None`: no Postgres wire protocol.
+    pub pg: Option<String>,
     pub storage: StorageConfig,
     pub server: ServerConfig,
     pub query: QueryConfig,
@@ -355,6 +366,7 @@ impl Settings {
                 .grpc
                 .or(file.grpc)
                 .unwrap_or_else(|| DEFAULT_GRPC_ADDR.to_owned()),
+            pg: args.pg.or(file.pg),
             storage,
             server,
             query,
@@ -521,6 +533,7 @@ mod tests {
             r#"
             data = "/from/file"
             http = "0.0.0.0:9999"
+            pg = "127.0.0.1:5433"
             flush_max_age = 5
             buffer_max_bytes = "1MiB"
             query_timeout = "2m"
@@ -538,6 +551,7 @@ mod tests {
         assert_eq!(settings.storage.buffer_max_bytes, 2048);
         assert_eq!(settings.storage.flush_max_age, Duration::from_secs(5));
         assert_eq!(settings.http, "0.0.0.0:9999");
+        assert_eq!(settings.pg.as_deref(), Some("127.0.0.1:5433"));
         assert_eq!(settings.query.timeout, Duration::from_secs(120));
         assert_eq!(settings.log_format, LogFormat::Json);
         assert_eq!(settings.storage.store, StoreLocation::DataDir);
@@ -580,6 +594,7 @@ mod tests {
         let settings = Settings::merge(ServeArgs::default(), FileConfig::default(), None).unwrap();
         assert_eq!(settings.storage.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(settings.http, DEFAULT_HTTP_ADDR);
+        assert_eq!(settings.pg, None);
         assert_eq!(settings.log_filter, None);
     }
 

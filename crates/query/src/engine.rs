@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::future::Future;
+
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{ParamValues, Result as DfResult};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
@@ -11,13 +14,16 @@ use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::{ObjectStoreRegistry, ObjectStoreUrl};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionConfig;
+use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use futures::StreamExt;
 use lighttrace_storage::{Lake, Table};
 use object_store::ObjectStore;
 use url::Url;
 
+use crate::postgres::PgSession;
 use crate::provider::{LAKE_OBJECT_STORE_URL, LakeTableProvider};
 use crate::{ProjectScope, QueryConfig, QueryError, QueryOutput, sandbox};
 
@@ -100,15 +106,47 @@ impl QueryEngine {
         params: Option<ParamValues>,
         scope: &ProjectScope,
     ) -> Result<QueryOutput, QueryError> {
-        let query = PreparedQuery {
+        self.run(SqlRequest {
             sql: sql.to_owned(),
             params,
             scope: scope.clone(),
+            dialect: SqlDialect::default(),
+        })
+        .await
+    }
+
+    /// Runs `request` (sandboxed, within the engine's time and memory limits)
+    /// and collects its result.
+    pub async fn run(&self, request: SqlRequest) -> Result<QueryOutput, QueryError> {
+        let query = self.prepare(request);
+        self.within_limits(query.execute()).await
+    }
+
+    /// Plans `request` without running it: the types of its positional
+    /// parameters (`$1`, `$2`, …) and the schema of its result. The statement
+    /// passes the same sandbox as [`QueryEngine::run`]; with `params`, they
+    /// are bound first (so a placeholder's value decides the column type).
+    pub async fn describe(&self, request: SqlRequest) -> Result<StatementShape, QueryError> {
+        let query = self.prepare(request);
+        self.within_limits(query.describe()).await
+    }
+
+    fn prepare(&self, request: SqlRequest) -> PreparedQuery {
+        PreparedQuery {
+            request,
             lake: Arc::clone(&self.lake),
             config: self.config.clone(),
             base_env: Arc::clone(&self.base_env),
-        };
-        let mut task = AbortOnDrop(self.runtime.handle().spawn(query.run()));
+        }
+    }
+
+    /// Runs `work` on the engine's runtime, cancelled past the time limit or
+    /// when the caller stops waiting.
+    async fn within_limits<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
+    ) -> Result<T, QueryError> {
+        let mut task = AbortOnDrop(self.runtime.handle().spawn(work));
         match tokio::time::timeout(self.config.timeout, &mut task.0).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) if join.is_panic() => {
@@ -131,49 +169,131 @@ impl QueryEngine {
     }
 }
 
+/// One statement to run or describe.
+#[derive(Debug, Clone)]
+pub struct SqlRequest {
+    /// One statement.
+    pub sql: String,
+    /// Values of its placeholders: named (`$from`) or positional (`$1`).
+    pub params: Option<ParamValues>,
+    /// What it may read.
+    pub scope: ProjectScope,
+    /// How it is parsed, and what its session has besides the lake's tables.
+    pub dialect: SqlDialect,
+}
+
+/// The SQL a statement is written in.
+#[derive(Debug, Clone, Default)]
+pub enum SqlDialect {
+    /// DataFusion's SQL: the HTTP API, the CLI and the reports.
+    #[default]
+    DataFusion,
+    /// PostgreSQL's, for the Postgres wire protocol: parsed with the Postgres
+    /// dialect, in a session that also has `pg_catalog` and the functions
+    /// Postgres clients call (see [`crate::postgres`]). The sandbox is the
+    /// same.
+    Postgres(PgSession),
+}
+
+/// What [`QueryEngine::describe`] found out about a statement.
+#[derive(Debug, Clone)]
+pub struct StatementShape {
+    /// The type of `$1`, `$2`, …, in order; `None` where the statement does
+    /// not decide it (`SELECT $1`).
+    pub parameter_types: Vec<Option<DataType>>,
+    /// The columns of its result.
+    pub schema: SchemaRef,
+}
+
 struct PreparedQuery {
-    sql: String,
-    params: Option<ParamValues>,
-    scope: ProjectScope,
+    request: SqlRequest,
     lake: Arc<Lake>,
     config: QueryConfig,
     base_env: Arc<RuntimeEnv>,
 }
 
 impl PreparedQuery {
-    async fn run(self) -> Result<QueryOutput, QueryError> {
+    fn df_error(&self) -> impl Fn(DataFusionError) -> QueryError + use<> {
         let limit = self.config.memory_limit_bytes;
-        let df_error = |e: DataFusionError| QueryError::from_datafusion(e, limit);
-        let ctx = self.session().map_err(df_error)?;
+        move |e| QueryError::from_datafusion(e, limit)
+    }
+
+    /// The session and the sandboxed logical plan, with the parameters bound
+    /// when there are any.
+    async fn plan(&self) -> Result<(SessionContext, LogicalPlan), QueryError> {
+        let df_error = self.df_error();
+        let ctx = self.session().map_err(&df_error)?;
         let recursion_limit = ctx
             .state()
             .config_options()
             .sql_parser
             .recursion_limit
             .get();
-        let statement = sandbox::parse_checked(&self.sql, recursion_limit)?;
+        let statement = match &self.request.dialect {
+            SqlDialect::DataFusion => {
+                sandbox::parse_checked_with(&self.request.sql, recursion_limit, &GenericDialect {})?
+            }
+            SqlDialect::Postgres(_) => {
+                let mut statement = sandbox::parse_checked_with(
+                    &self.request.sql,
+                    recursion_limit,
+                    &PostgreSqlDialect {},
+                )?;
+                crate::postgres::rewrite(&mut statement);
+                statement
+            }
+        };
         let state = ctx.state();
-        let mut plan = state.statement_to_plan(statement).await.map_err(df_error)?;
-        if let Some(params) = self.params {
+        let mut plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(&df_error)?;
+        if let Some(params) = &self.request.params {
             plan = plan
-                .with_param_values(params)
+                .with_param_values(params.clone())
                 .map_err(|e| QueryError::Invalid(e.strip_backtrace()))?;
         }
         sandbox::verify_plan(&plan)?;
-        let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
+        Ok((ctx, plan))
+    }
+
+    async fn describe(self) -> Result<StatementShape, QueryError> {
+        let (_ctx, plan) = self.plan().await?;
+        let types = plan
+            .get_parameter_types()
+            .map_err(|e| QueryError::Invalid(e.strip_backtrace()))?;
+        let count = types
+            .keys()
+            .filter_map(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        let parameter_types = (1..=count)
+            .map(|i| types.get(&format!("${i}")).cloned().flatten())
+            .collect();
+        Ok(StatementShape {
+            parameter_types,
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+        })
+    }
+
+    async fn execute(self) -> Result<QueryOutput, QueryError> {
+        let df_error = self.df_error();
+        let (ctx, plan) = self.plan().await?;
+        let state = ctx.state();
+        let physical = state.create_physical_plan(&plan).await.map_err(&df_error)?;
         let schema = physical.schema();
         // The collected result counts against the query's memory limit too, so
         // `SELECT * FROM spans` over a large lake fails cleanly instead of
         // growing the server without bound.
         let result_memory =
             MemoryConsumer::new("query result").register(&ctx.runtime_env().memory_pool);
-        let mut stream = execute_stream(physical, ctx.task_ctx()).map_err(df_error)?;
+        let mut stream = execute_stream(physical, ctx.task_ctx()).map_err(&df_error)?;
         let mut batches = Vec::new();
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(df_error)?;
+            let batch = batch.map_err(&df_error)?;
             result_memory
                 .try_grow(batch.get_array_memory_size())
-                .map_err(df_error)?;
+                .map_err(&df_error)?;
             batches.push(batch);
         }
         Ok(QueryOutput { schema, batches })
@@ -183,9 +303,15 @@ impl PreparedQuery {
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.base_env)
             .with_memory_limit(self.config.memory_limit_bytes, 1.0)
             .build_arc()?;
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(self.config.target_partitions.max(1))
             .with_information_schema(true);
+        if let SqlDialect::Postgres(_) = &self.request.dialect {
+            config = config.with_default_catalog_and_schema(
+                crate::postgres::DATABASE,
+                crate::postgres::SCHEMA,
+            );
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -210,9 +336,12 @@ impl PreparedQuery {
                     table,
                     Arc::clone(&self.lake),
                     Arc::clone(&snapshot),
-                    self.scope.clone(),
+                    self.request.scope.clone(),
                 )),
             )?;
+        }
+        if let SqlDialect::Postgres(pg) = &self.request.dialect {
+            crate::postgres::install(&ctx, pg)?;
         }
         Ok(ctx)
     }

@@ -3,8 +3,8 @@
 //! This crate sits at the read end of the data path:
 //!
 //! ```text
-//! SQL (HTTP, CLI) ──► QueryEngine::sql ──► sandbox ──► DataFusion plan
-//!                                                         │ spans
+//! SQL (HTTP, CLI, Postgres wire) ──► QueryEngine::run ──► sandbox ──► DataFusion plan
+//!                                                                       │ spans
 //!                                                         ▼
 //!                          SpansTableProvider: one Lake::snapshot() per scan
 //!                             ├── files   pruned by project / service / time / trace id,
@@ -31,6 +31,12 @@
 //!   server's `GET /api/v1/traces/{id}` and `lighttrace trace` share it.
 //! * [`encode`] turns results into Arrow IPC streams and JSON, one set of rules
 //!   for the SQL API, the CLI and trace lookups.
+//! * [`QueryEngine::run`] and [`QueryEngine::describe`] take a [`SqlRequest`]:
+//!   positional parameters (`$1`) bound as values, and the [`SqlDialect`]:
+//!   DataFusion's, or Postgres' for the Postgres wire protocol, whose sessions
+//!   also get `pg_catalog` and the functions Postgres clients call
+//!   ([`postgres`]). `describe` plans without running: parameter types and
+//!   result schema, through the same sandbox.
 //! * [`reports`]: the named reports of `sql/reports/` (compiled in), their
 //!   parameters bound as values; [`functions`]: SQL functions LightTrace adds
 //!   (`critical_path`), registered in every session.
@@ -68,6 +74,7 @@ mod error;
 mod exec;
 pub mod functions;
 mod layout;
+pub mod postgres;
 mod provider;
 mod pruning;
 mod quantiles;
@@ -83,7 +90,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
-pub use engine::{QueryEngine, SPANS_TABLE};
+pub use engine::{QueryEngine, SPANS_TABLE, SqlDialect, SqlRequest, StatementShape};
 pub use error::QueryError;
 pub use exec::SpansScanExec;
 pub use provider::{LAKE_OBJECT_STORE_URL, LakeTableProvider, SpansTableProvider};

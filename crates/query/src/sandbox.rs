@@ -19,17 +19,31 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{ObjectName, SetExpr, Statement, visit_relations};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::dialect::Dialect;
 
 use crate::QueryError;
 
 const ONLY_QUERIES: &str = "only queries (SELECT, WITH, VALUES, EXPLAIN, DESCRIBE, SHOW) can run";
 
-/// Parses `sql` and checks that it is one read-only statement.
+/// Parses `sql` (DataFusion's SQL) and checks that it is one read-only statement.
+#[cfg(test)]
 pub(crate) fn parse_checked(sql: &str, recursion_limit: usize) -> Result<DfStatement, QueryError> {
-    let dialect = GenericDialect {};
+    parse_checked_with(
+        sql,
+        recursion_limit,
+        &datafusion::sql::sqlparser::dialect::GenericDialect {},
+    )
+}
+
+/// Parses `sql` in `dialect` and checks that it is one read-only statement.
+/// Every dialect gets the same checks: the dialect only decides the syntax.
+pub(crate) fn parse_checked_with(
+    sql: &str,
+    recursion_limit: usize,
+    dialect: &dyn Dialect,
+) -> Result<DfStatement, QueryError> {
     let mut statements = DFParserBuilder::new(sql)
-        .with_dialect(&dialect)
+        .with_dialect(dialect)
         .with_recursion_limit(recursion_limit)
         .build()
         .and_then(|mut parser| parser.parse_statements())

@@ -20,6 +20,10 @@
 //! | `GET /api/v1/reports/{name}?key=value…` | Runs a report with its parameters bound as values (`from`, `to`, `service`, `name`, …; see `lighttrace report --list NAME`) and answers like `/api/v1/sql` (JSON or Arrow IPC). 400 for an unknown parameter or a value that does not parse, 404 for an unknown report. |
 //! | `GET /health`, `GET /ready` | 200 `ok` while the server runs. |
 //!
+//! On the optional Postgres port (`--pg`), the SQL of `POST /api/v1/sql` over
+//! the Postgres wire protocol, for psql, psycopg, Grafana and BI tools: the
+//! same sandbox, project scope, limits and query permits; see [`serve_pg`].
+//!
 //! On the gRPC port, two methods: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
 //! and `opentelemetry.proto.collector.logs.v1.LogsService/Export` (OTLP/gRPC),
 //! identity or gzip (`grpc-encoding`). They are the OTLP/HTTP receivers behind
@@ -88,6 +92,7 @@ pub use lighttrace_query::encode;
 mod error;
 mod grpc;
 mod otlp;
+mod pg;
 mod receive;
 mod report;
 mod sentry;
@@ -101,6 +106,7 @@ pub use encode::ARROW_STREAM_CONTENT_TYPE;
 pub use error::ApiError;
 pub use grpc::{LOGS_SERVICE_NAME, OtlpGrpcService, TRACE_SERVICE_NAME, serve_grpc};
 pub use otlp::{OTLP_LOGS_WAL_KIND, OTLP_TRACES_WAL_KIND, OtlpLogsWalDecoder, OtlpWalDecoder};
+pub use pg::serve_pg;
 pub use receive::{ReceiverWalDecoder, wal_decoder};
 pub use sentry::{SENTRY_ENVELOPE_WAL_KIND, SentryWalDecoder};
 pub use zipkin::{ZIPKIN_WAL_KIND, ZipkinWalDecoder};
@@ -215,7 +221,10 @@ pub struct Endpoints {
 
 /// Builds the [`Endpoints`] of one server over `state`.
 pub fn endpoints(state: AppState) -> Endpoints {
-    let shared = Shared::new(state);
+    endpoints_of(Shared::new(state))
+}
+
+fn endpoints_of(shared: Shared) -> Endpoints {
     Endpoints {
         grpc: OtlpGrpcService::new(shared.clone()),
         http: router(shared),
@@ -279,12 +288,29 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_with_pg(http, grpc, None, state, shutdown).await
+}
+
+/// [`serve`], and the Postgres wire protocol on `pg` when given (see
+/// [`serve_pg`]); HTTP SQL and Postgres share the query permits
+/// ([`ServerConfig::max_concurrent_queries`]). All of them stop on `shutdown`.
+pub async fn serve_with_pg<F>(
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    pg: Option<tokio::net::TcpListener>,
+    state: AppState,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     use axum::serve::ListenerExt;
     use futures::FutureExt;
+    let shared = Shared::new(state);
     let Endpoints {
         http: router,
         grpc: otlp_service,
-    } = endpoints(state);
+    } = endpoints_of(shared.clone());
     let shutdown = shutdown.shared();
     let http = http.tap_io(|stream| {
         // Small OTLP requests and responses should not wait for Nagle's algorithm.
@@ -295,8 +321,14 @@ where
     let http = axum::serve(http, router)
         .with_graceful_shutdown(shutdown.clone())
         .into_future();
-    let grpc = serve_grpc(grpc, otlp_service, shutdown);
-    tokio::try_join!(http, grpc).map(|_| ())
+    let grpc = serve_grpc(grpc, otlp_service, shutdown.clone());
+    let pg = async move {
+        match pg {
+            Some(listener) => pg::serve_pg_shared(listener, shared, shutdown).await,
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(http, grpc, pg).map(|_| ())
 }
 
 async fn health() -> &'static str {

@@ -125,6 +125,11 @@ pub fn python() -> Option<PathBuf> {
     )
 }
 
+/// `psql` (Debian's `postgresql-client`): `LIGHTTRACE_PSQL`, or `psql` on `PATH`.
+pub fn psql() -> Option<PathBuf> {
+    find_tool("LIGHTTRACE_PSQL", "psql", &[])
+}
+
 /// Node.js: `LIGHTTRACE_NODE`, or `node` on `PATH`.
 pub fn node() -> Option<PathBuf> {
     find_tool("LIGHTTRACE_NODE", "node", &[])
@@ -490,6 +495,7 @@ pub struct TestServerBuilder {
     data_dir: Option<PathBuf>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    pg: bool,
 }
 
 impl TestServerBuilder {
@@ -502,6 +508,12 @@ impl TestServerBuilder {
     /// An extra argument to `lighttrace serve`.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Serves the Postgres wire protocol too (`--pg` on a free port).
+    pub fn with_pg(mut self) -> Self {
+        self.pg = true;
         self
     }
 
@@ -535,6 +547,7 @@ impl TestServerBuilder {
             child: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pg_addr: None,
             starts: 0,
             agent: http_agent(),
         };
@@ -552,6 +565,7 @@ pub struct TestServer {
     child: Option<Child>,
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
+    pg_addr: Option<SocketAddr>,
     starts: usize,
     agent: ureq::Agent,
 }
@@ -574,6 +588,13 @@ impl TestServer {
     /// `127.0.0.1:PORT`, the `--grpc` address (OTLP/gRPC).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// `127.0.0.1:PORT`, the `--pg` address (Postgres wire protocol); panics
+    /// unless the server was built [`with_pg`](TestServerBuilder::with_pg).
+    pub fn pg_addr(&self) -> SocketAddr {
+        self.pg_addr
+            .expect("the server was started without with_pg()")
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -630,6 +651,10 @@ impl TestServer {
         self.starts += 1;
         let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let grpc_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let pg_addr = self
+            .config
+            .pg
+            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let stderr = File::create(self.stderr_path(self.starts)).expect("create the stderr log");
         let mut command = Command::new(LIGHTTRACE);
         command
@@ -640,6 +665,11 @@ impl TestServer {
             .arg(http_addr.to_string())
             .arg("--grpc")
             .arg(grpc_addr.to_string())
+            .args(
+                pg_addr
+                    .iter()
+                    .flat_map(|addr| ["--pg".to_owned(), addr.to_string()]),
+            )
             .args(&self.config.args)
             .stdin(Stdio::null())
             .stdout(stderr.try_clone().expect("dup the log file"))
@@ -664,6 +694,7 @@ impl TestServer {
         self.child = Some(child);
         self.http_addr = http_addr;
         self.grpc_addr = grpc_addr;
+        self.pg_addr = pg_addr;
         self.agent = http_agent();
 
         let health = format!("{}/health", self.url());
