@@ -87,6 +87,7 @@ mod body;
 pub use lighttrace_query::encode;
 mod error;
 mod grpc;
+mod jaeger;
 mod otlp;
 mod receive;
 mod report;
@@ -238,6 +239,7 @@ fn router(shared: Shared) -> Router {
         .route("/api/v1/traces/{id}", get(trace::get_trace))
         .route("/api/v1/reports", get(report::list_reports))
         .route("/api/v1/reports/{name}", get(report::get_report))
+        .nest("/jaeger/api", jaeger::routes())
         .route("/health", get(health))
         .route("/ready", get(health))
         .fallback(not_found)
