@@ -28,8 +28,8 @@ mod params;
 mod store;
 
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use lighttrace_query::ProjectScope;
@@ -255,7 +255,7 @@ async fn dependencies(
     )
 }
 
-async fn unknown_route(method: Method, uri: Uri) -> Response {
+async fn unknown_route(method: Method, OriginalUri(uri): OriginalUri) -> Response {
     ApiError::not_found(format!("no route for {method} {}", uri.path()))
         .with_format(ErrorFormat::Jaeger)
         .into_response()
