@@ -194,7 +194,12 @@ async fn jaeger_error(app: &TestApp, path: &str, key: Option<&str>, status: Stat
     assert_eq!(reply.status, status, "{path}: {}", reply.text());
     let body = reply.json();
     assert_eq!(
-        (&body["data"], &body["total"], &body["limit"], &body["offset"]),
+        (
+            &body["data"],
+            &body["total"],
+            &body["limit"],
+            &body["offset"]
+        ),
         (&Value::Null, &json!(0), &json!(0), &json!(0)),
         "{path}: {body}"
     );
@@ -226,7 +231,9 @@ fn normalized(answer: &Value) -> Value {
         let mut used = BTreeMap::new();
         for span in spans.iter_mut() {
             let id = span["processID"].as_str().expect("processID").to_owned();
-            let process = processes.get(&id).unwrap_or_else(|| panic!("no process {id}"));
+            let process = processes
+                .get(&id)
+                .unwrap_or_else(|| panic!("no process {id}"));
             used.insert(id, process.to_string());
             let span = span.as_object_mut().unwrap();
             span.remove("processID");
@@ -374,7 +381,10 @@ async fn a_trace_is_found_by_any_spelling_of_its_id_and_missing_ones_are_404() {
     for (path, says) in [
         ("/jaeger/api/traces/xyz", "not hexadecimal"),
         ("/jaeger/api/traces/0", "all zeros"),
-        (&format!("/jaeger/api/traces/{TRACE}?start=soon") as &str, "param 'start'"),
+        (
+            &format!("/jaeger/api/traces/{TRACE}?start=soon") as &str,
+            "param 'start'",
+        ),
     ] {
         let message = jaeger_error(&app, path, None, StatusCode::BAD_REQUEST).await;
         assert!(message.contains(says), "{path}: {message}");
@@ -451,7 +461,11 @@ async fn services_and_operations_of_recent_spans() {
         ], "total": 3, "limit": 0, "offset": 0, "errors": null})
     );
     assert_eq!(
-        data(&app, "/jaeger/api/operations?service=frontend&spanKind=server").await,
+        data(
+            &app,
+            "/jaeger/api/operations?service=frontend&spanKind=server"
+        )
+        .await,
         json!([{"name": "GET /cart", "spanKind": "server"}])
     );
     assert_eq!(
@@ -459,7 +473,13 @@ async fn services_and_operations_of_recent_spans() {
         data(&app, "/jaeger/api/operations?service=frontend").await
     );
 
-    let message = jaeger_error(&app, "/jaeger/api/operations", None, StatusCode::BAD_REQUEST).await;
+    let message = jaeger_error(
+        &app,
+        "/jaeger/api/operations",
+        None,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert_eq!(message, "parameter 'service' is required");
     let message = jaeger_error(
         &app,
@@ -529,7 +549,11 @@ async fn trace_search_filters_and_returns_whole_traces_newest_first() {
     let all = data(&app, &search("service=frontend")).await;
     assert_eq!(
         found(&all),
-        [(slow.to_owned(), 1), (fast.to_owned(), 1), (TRACE.to_owned(), 4)],
+        [
+            (slow.to_owned(), 1),
+            (fast.to_owned(), 1),
+            (TRACE.to_owned(), 4)
+        ],
         "newest first, whole traces (payments spans too)"
     );
     let reply = get(&app, &search("service=frontend"), None).await;
@@ -541,26 +565,50 @@ async fn trace_search_filters_and_returns_whole_traces_newest_first() {
     let cases: [(&str, &[&str]); 18] = [
         ("service=payments", &[TRACE]),
         ("service=nobody", &[]),
-        ("service=frontend&operation=GET%20%2Fcheckout", &[fast, TRACE]),
+        (
+            "service=frontend&operation=GET%20%2Fcheckout",
+            &[fast, TRACE],
+        ),
         ("service=frontend&operation=charge+card", &[TRACE]),
         ("service=frontend&limit=2", &[slow, fast]),
         ("service=frontend&minDuration=1s", &[slow]),
-        ("service=frontend&minDuration=40ms&maxDuration=0.1s", &[TRACE]),
+        (
+            "service=frontend&minDuration=40ms&maxDuration=0.1s",
+            &[TRACE],
+        ),
         ("service=frontend&maxDuration=2000us", &[fast]),
         // Tags: JSON as Grafana sends them, logfmt, Jaeger's `tag=k:v`.
-        ("service=frontend&tags=%7B%22http.status_code%22%3A%22500%22%7D", &[slow]),
-        ("service=frontend&tags=http.status_code%3D200", &[fast, TRACE]),
+        (
+            "service=frontend&tags=%7B%22http.status_code%22%3A%22500%22%7D",
+            &[slow],
+        ),
+        (
+            "service=frontend&tags=http.status_code%3D200",
+            &[fast, TRACE],
+        ),
         ("service=frontend&tags=error%3Dtrue", &[slow, TRACE]),
-        ("service=frontend&tag=error:true&operation=charge%20card", &[TRACE]),
+        (
+            "service=frontend&tag=error:true&operation=charge%20card",
+            &[TRACE],
+        ),
         ("service=frontend&tags=span.kind%3Dclient", &[TRACE]),
         ("service=frontend&tags=otel.status_code%3DOK", &[TRACE]),
         // Process (resource) tags and scope tags.
         ("service=frontend&tags=host.name%3Dweb-1", &[TRACE]),
-        ("service=frontend&tags=otel.scope.name%3Dlighttrace.test", &[TRACE]),
+        (
+            "service=frontend&tags=otel.scope.name%3Dlighttrace.test",
+            &[TRACE],
+        ),
         // Every tag on the same span.
-        ("service=frontend&tags=http.status_code%3D200%20span.kind%3Dclient", &[]),
+        (
+            "service=frontend&tags=http.status_code%3D200%20span.kind%3Dclient",
+            &[],
+        ),
         // The window bounds the matching span's start.
-        ("service=frontend&start=1714564801500000&end=1714564802500000", &[slow]),
+        (
+            "service=frontend&start=1714564801500000&end=1714564802500000",
+            &[slow],
+        ),
     ];
     for (query, expected) in cases {
         let path = if query.contains("start=") {

@@ -526,7 +526,10 @@ mod tests {
             tag("a", "not json", Some("array"))["value"],
             json!("not json")
         );
-        assert_eq!(tag("a", r#"{"k":1}"#, Some("json"))["value"], json!(r#"{"k":1}"#));
+        assert_eq!(
+            tag("a", r#"{"k":1}"#, Some("json"))["value"],
+            json!(r#"{"k":1}"#)
+        );
     }
 
     #[test]

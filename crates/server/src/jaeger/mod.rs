@@ -65,7 +65,10 @@ struct Envelope<T> {
 
 /// `data` in the envelope, as JSON; encoded off the reactor (a search can
 /// answer megabytes).
-async fn answer<T: Serialize + Send + 'static>(data: T, total: usize) -> Result<Response, ApiError> {
+async fn answer<T: Serialize + Send + 'static>(
+    data: T,
+    total: usize,
+) -> Result<Response, ApiError> {
     let body = tokio::task::spawn_blocking(move || {
         serde_json::to_vec(&Envelope {
             data,
@@ -154,9 +157,10 @@ async fn operations(
                 .ok_or_else(|| ApiError::bad_request("parameter 'service' is required"))?;
             let kind = match params.first("spanKind") {
                 None => None,
-                Some(kind @ ("server" | "client" | "producer" | "consumer" | "internal" | "unspecified")) => {
-                    Some(kind)
-                }
+                Some(
+                    kind @ ("server" | "client" | "producer" | "consumer" | "internal"
+                    | "unspecified"),
+                ) => Some(kind),
                 Some(other) => {
                     return Err(ApiError::bad_request(format!(
                         "unable to parse param 'spanKind': {other:?} is none of server, client, \
@@ -222,9 +226,13 @@ async fn get_trace(
             }
             let _permit = query_permit(&shared)?;
             let hex = trace_id.to_hex();
-            let mut spans =
-                store::trace_spans(&shared.state.query, &scope, std::slice::from_ref(&hex), None)
-                    .await?;
+            let mut spans = store::trace_spans(
+                &shared.state.query,
+                &scope,
+                std::slice::from_ref(&hex),
+                None,
+            )
+            .await?;
             let Some(rows) = spans.remove(&hex) else {
                 // Jaeger's own message (`spanstore.ErrTraceNotFound`).
                 return Err(ApiError::not_found("trace not found"));
@@ -244,7 +252,8 @@ async fn dependencies(
         async {
             let scope = scope(&shared, &headers)?;
             let params = QueryParams::parse(query.as_deref());
-            let window = DependencyWindow::parse(&params, now_ns()).map_err(ApiError::bad_request)?;
+            let window =
+                DependencyWindow::parse(&params, now_ns()).map_err(ApiError::bad_request)?;
             let _permit = query_permit(&shared)?;
             let links =
                 store::dependencies(&shared.state.query, &scope, window, params.first("service"))

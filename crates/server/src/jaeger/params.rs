@@ -141,7 +141,9 @@ impl DependencyWindow {
             match params.first(name) {
                 None => Ok(default),
                 Some(text) => text.parse::<i64>().map_err(|_| {
-                    format!("unable to parse param '{name}': {text:?} is not an integer (milliseconds)")
+                    format!(
+                        "unable to parse param '{name}': {text:?} is not an integer (milliseconds)"
+                    )
                 }),
             }
         };
@@ -153,9 +155,14 @@ impl DependencyWindow {
             ));
         }
         // Both must be timestamps that fit in nanoseconds.
-        for (name, ms) in [("endTs", end_ms), ("lookback", end_ms.saturating_sub(lookback_ms))] {
+        for (name, ms) in [
+            ("endTs", end_ms),
+            ("lookback", end_ms.saturating_sub(lookback_ms)),
+        ] {
             if ms.checked_mul(1_000_000).is_none() {
-                return Err(format!("unable to parse param '{name}': {ms} is out of range"));
+                return Err(format!(
+                    "unable to parse param '{name}': {ms} is out of range"
+                ));
             }
         }
         Ok(DependencyWindow {
@@ -203,7 +210,9 @@ pub(crate) fn parse_go_duration(text: &str) -> Result<i64, String> {
     }
     let mut total: i128 = 0;
     while !rest.is_empty() {
-        let int_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let int_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let (int_part, after) = rest.split_at(int_len);
         let (frac_part, after) = match after.strip_prefix('.') {
             Some(after) => {
@@ -290,8 +299,8 @@ fn parse_tags<'a>(
 }
 
 fn json_tags(text: &str) -> Result<Vec<(String, String)>, String> {
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
-        .map_err(|err| format!("cannot unmarshal JSON object: {err}"))?;
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|err| format!("cannot unmarshal JSON object: {err}"))?;
     object
         .into_iter()
         .map(|(key, value)| match value {

@@ -273,7 +273,10 @@ pub(crate) async fn dependencies(
     let report = find_report("service-graph")
         .ok_or_else(|| QueryError::Internal("the service-graph report is missing".into()))?;
     let given = [
-        ("from".to_owned(), rfc3339_ms(window.end_ms - window.lookback_ms)),
+        (
+            "from".to_owned(),
+            rfc3339_ms(window.end_ms - window.lookback_ms),
+        ),
         ("to".to_owned(), rfc3339_ms(window.end_ms)),
     ];
     let output = run_report(engine, report, &given, scope).await?;
@@ -327,7 +330,10 @@ mod tests {
         for value in ["x'", "GET /", "http.route", "/a'"] {
             assert!(!sql.contains(value), "{value} in {sql}");
         }
-        assert!(sql.contains("status_code = 'error' AND $tv0 = 'true'"), "{sql}");
+        assert!(
+            sql.contains("status_code = 'error' AND $tv0 = 'true'"),
+            "{sql}"
+        );
         let ParamValues::Map(params) = params else {
             panic!("named parameters");
         };
