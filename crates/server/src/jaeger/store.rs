@@ -342,6 +342,86 @@ mod tests {
         assert_eq!(params.len(), 11);
     }
 
+    /// Three flushed files: frontend at hour 0 and at hour 5, payments at
+    /// hour 0 (one trace each). `EXPLAIN` shows what each query reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_are_pruned_by_time_service_and_trace_id() {
+        use lighttrace_model::{Source, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
+        use lighttrace_query::QueryConfig;
+        use lighttrace_storage::{Lake, StorageConfig};
+
+        const BASE: i64 = 1_714_564_800_000_000_000;
+        const HOUR: i64 = 3_600_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(StorageConfig::new(dir.path())).await.unwrap();
+        for (trace, service, start) in [
+            (1u8, "frontend", BASE),
+            (2, "frontend", BASE + 5 * HOUR),
+            (3, "payments", BASE),
+        ] {
+            let mut builder = SpanBatchBuilder::default();
+            builder.append(&SpanRecord {
+                project: "default",
+                trace_id: [trace; 16],
+                span_id: [trace; 8],
+                parent_span_id: None,
+                trace_state: None,
+                service_name: service,
+                name: "op",
+                kind: SpanKind::Server,
+                start_time_ns: start,
+                end_time_ns: start + 1_000,
+                status_code: StatusCode::Unset,
+                status_message: None,
+                attributes: &[],
+                resource_attributes: &[],
+                scope_name: None,
+                scope_version: None,
+                events: &[],
+                links: &[],
+                source: Source::Otlp,
+            });
+            lake.write(builder.finish()).await.unwrap();
+        }
+        lake.flush_all().await.unwrap();
+        let engine = QueryEngine::new(lake.clone(), QueryConfig::default()).unwrap();
+        let explain = |sql: String, params: ParamValues| {
+            let engine = &engine;
+            async move {
+                engine
+                    .sql_with_params(&format!("EXPLAIN {sql}"), Some(params), &ProjectScope::All)
+                    .await
+                    .unwrap()
+                    .explain_text()
+            }
+        };
+
+        let search = TraceSearch {
+            service: "frontend".into(),
+            operation: None,
+            tags: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+            start_ns: BASE,
+            end_ns: BASE + 60_000_000_000,
+            min_duration_ns: None,
+            max_duration_ns: None,
+            limit: 20,
+        };
+        let (sql, params) = search_sql(&search);
+        let plan = explain(sql, params).await;
+        assert!(
+            plan.contains("files=1/3 (pruned: partition=1, time=1, trace_id=0)"),
+            "{plan}"
+        );
+
+        let trace = "01".repeat(16);
+        let by_id = format!("SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id IN ($t0)");
+        let plan = explain(by_id, ParamValues::from(vec![("t0", text(&trace))])).await;
+        assert!(
+            plan.contains("files=1/3 (pruned: partition=0, time=0, trace_id=2)"),
+            "{plan}"
+        );
+    }
+
     #[test]
     fn dependency_times_are_rfc3339() {
         assert_eq!(rfc3339_ms(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
