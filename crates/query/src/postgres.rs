@@ -139,18 +139,18 @@ pub(crate) fn install(ctx: &SessionContext, session: &PgSession) -> DfResult<()>
     ] {
         ctx.register_udf(ConstantFunction::nullary(name, value));
     }
-    ctx.register_udf(ConstantFunction::new(
+    ctx.register_udf(ConstantFunction::udf(
         "pg_table_is_visible",
         Signature::any(1, Volatility::Stable),
         ScalarValue::Boolean(Some(true)),
     ));
-    ctx.register_udf(ConstantFunction::new(
+    ctx.register_udf(ConstantFunction::udf(
         "pg_get_userbyid",
         Signature::any(1, Volatility::Stable),
         text(&session.user),
     ));
     for name in ["obj_description", "col_description", "shobj_description"] {
-        ctx.register_udf(ConstantFunction::new(
+        ctx.register_udf(ConstantFunction::udf(
             name,
             Signature::one_of(
                 vec![TypeSignature::Any(1), TypeSignature::Any(2)],
@@ -480,7 +480,7 @@ struct ConstantFunction {
 }
 
 impl ConstantFunction {
-    fn new(name: &str, signature: Signature, value: ScalarValue) -> ScalarUDF {
+    fn udf(name: &str, signature: Signature, value: ScalarValue) -> ScalarUDF {
         ScalarUDF::from(ConstantFunction {
             name: name.to_owned(),
             signature,
@@ -489,7 +489,7 @@ impl ConstantFunction {
     }
 
     fn nullary(name: &str, value: ScalarValue) -> ScalarUDF {
-        Self::new(name, Signature::nullary(Volatility::Stable), value)
+        Self::udf(name, Signature::nullary(Volatility::Stable), value)
     }
 }
 

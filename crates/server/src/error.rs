@@ -25,7 +25,9 @@
 //!
 //! The body format depends on the endpoint: the SQL API, the Zipkin receiver and
 //! the Sentry envelope endpoint answer `{"error": "…"}`, the OTLP receiver
-//! answers a `google.rpc.Status` in the request's encoding. The Sentry endpoint
+//! answers a `google.rpc.Status` in the request's encoding, Jaeger's query API
+//! (`/jaeger/api/…`) Jaeger's envelope `{"data": null, "total": 0, "limit": 0,
+//! "offset": 0, "errors": [{"code": 400, "msg": "…"}]}`. The Sentry endpoint
 //! answers every 503 with a `Retry-After` as 429 instead, with the same
 //! `Retry-After` and an `X-Sentry-Rate-Limits: SECONDS::organization` header:
 //! that is what the Sentry SDKs understand as "back off" (they drop what they
@@ -61,6 +63,8 @@ pub(crate) enum ErrorFormat {
     OtlpJson,
     /// `{"error": "…"}`, and overload as 429 with `X-Sentry-Rate-Limits`.
     Sentry,
+    /// Jaeger's query API envelope, the message in `errors[0].msg`.
+    Jaeger,
 }
 
 /// `google.rpc.Status`, the body of OTLP/HTTP error responses.
@@ -219,6 +223,15 @@ impl IntoResponse for ApiError {
                 serde_json::json!({ "code": self.rpc_code(), "message": self.message })
                     .to_string()
                     .into_bytes(),
+            ),
+            ErrorFormat::Jaeger => (
+                "application/json",
+                serde_json::json!({
+                    "data": null, "total": 0, "limit": 0, "offset": 0,
+                    "errors": [{ "code": self.status.as_u16(), "msg": self.message }],
+                })
+                .to_string()
+                .into_bytes(),
             ),
         };
         let rate_limited = self.format == ErrorFormat::Sentry

@@ -91,6 +91,7 @@ mod body;
 pub use lighttrace_query::encode;
 mod error;
 mod grpc;
+mod jaeger;
 mod otlp;
 mod pg;
 mod receive;
@@ -257,6 +258,7 @@ fn router(shared: Shared) -> Router {
         .route("/api/v2/search/tags", get(tempo::tags_v2))
         .route("/api/search/tag/{tag}/values", get(tempo::tag_values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tempo::tag_values_v2))
+        .nest("/jaeger/api", jaeger::routes())
         .route("/health", get(health))
         .route("/ready", get(health))
         .fallback(not_found)
