@@ -293,11 +293,50 @@ async fn trace_by_id_json_is_otlp_json() {
         .flat_map(|ss| ss["spans"].as_array().unwrap())
         .collect();
     assert_eq!(spans.len(), 3);
+    // Tempo's JSON is gogo jsonpb's: `bytes` ids in base64, enums by name,
+    // 64-bit integers as strings, zero values left out.
     let root = spans.iter().find(|s| s["name"] == "GET /checkout").unwrap();
-    assert_eq!(root["traceId"], TRACE_HEX);
-    assert_eq!(root["spanId"], "10000000000036".to_owned() + "01");
-    assert_eq!(root["kind"], 2);
+    assert_eq!(root["traceId"], "S/kvNXezTaajzpKdDg5HNg==");
+    assert_eq!(root["spanId"], "EAAAAAAANgE=");
+    assert_eq!(root.get("parentSpanId"), None);
+    assert_eq!(root["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(root["status"], json!({"code": "STATUS_CODE_OK"}));
     assert_eq!(root["startTimeUnixNano"], BASE_NS.to_string());
+    assert_eq!(root["traceState"], "vendor=1");
+    assert_eq!(root.get("droppedAttributesCount"), None);
+    assert_eq!(root.get("flags"), None);
+    assert_eq!(
+        root["events"],
+        json!([{
+            "timeUnixNano": (BASE_NS + 5 * MS).to_string(),
+            "name": "cache miss",
+            "attributes": [{"key": "size", "value": {"intValue": "3"}}],
+        }])
+    );
+    assert_eq!(root["links"][0]["traceId"], "AAAAAAAAAAAAAAAAAAAKvA==");
+    let typed: Vec<&Value> = root["attributes"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        typed,
+        vec![
+            &json!({"key": "http.route", "value": {"stringValue": "/checkout"}}),
+            &json!({"key": "http.response.status_code", "value": {"intValue": "502"}}),
+            &json!({"key": "ratio", "value": {"doubleValue": 0.25}}),
+            &json!({"key": "cache.hit", "value": {"boolValue": false}}),
+            &json!({"key": "blob", "value": {"bytesValue": "AAH+"}}),
+            &json!({"key": "tags", "value": {"arrayValue": {"values": [
+                {"stringValue": "a"}, {"intValue": "7"}
+            ]}}}),
+            &json!({"key": "nested", "value": {"kvlistValue": {"values": [
+                {"key": "inner", "value": {"boolValue": true}}
+            ]}}}),
+        ]
+    );
+    let charge = spans.iter().find(|s| s["name"] == "charge").unwrap();
+    assert_eq!(charge["parentSpanId"], "EAAAAAAANgE=");
+    assert_eq!(
+        charge["status"],
+        json!({"message": "card declined", "code": "STATUS_CODE_ERROR"})
+    );
     let status = root["attributes"]
         .as_array()
         .unwrap()
@@ -686,4 +725,29 @@ async fn tags_and_values() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn search_leaves_out_a_duration_under_a_millisecond_like_tempo() {
+    let app = TestApp::new().await;
+    let mut ping = span_of(TRACE, 1, None, "ping", 0, 0, 2);
+    ping.end_time_unix_nano = ping.start_time_unix_nano + 400_000;
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource("frontend", vec![]),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![ping],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let reply = app.post_traces(PROTOBUF, None, protobuf(&request)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let result = search(&app, &format!("q={}", encode("{}"))).await;
+    let trace = &result["traces"][0];
+    assert_eq!(trace["traceID"], TRACE_HEX);
+    // `durationMs` is a uint32: gogo jsonpb drops it at 0.
+    assert_eq!(trace.get("durationMs"), None, "{trace}");
+    assert_eq!(trace["spanSets"][0]["spans"][0]["durationNanos"], "400000");
 }

@@ -3,7 +3,8 @@
 //! - `GET /api/echo` (`echo`), `GET /ready`, `GET /api/status/buildinfo`;
 //! - `GET /api/traces/{id}` (Tempo's `Trace`: `{"batches": [ResourceSpans…]}`)
 //!   and `GET /api/v2/traces/{id}` (`TraceByIDResponse`: `{"trace":
-//!   {"resourceSpans": […]}}`), OTLP JSON, or protobuf with `Accept:
+//!   {"resourceSpans": […]}}`), in Tempo's JSON (gogo `jsonpb`: ids in base64,
+//!   enums by name, see [`otlp::jsonpb`]), or protobuf with `Accept:
 //!   application/protobuf`; `start`/`end` (unix seconds) bound the spans when
 //!   given; 404 when no span of the trace is visible;
 //! - `GET /api/search` with `q` (TraceQL, see `lighttrace_query::traceql`),
@@ -236,14 +237,21 @@ fn encode_trace_protobuf(resource_spans: Vec<ResourceSpans>, v2: bool) -> Vec<u8
     }
 }
 
+/// Tempo's JSON of the trace (see [`otlp::jsonpb`]): v1 is its `Trace` with
+/// the field named `batches` (`MarshalToJSONV1`), v2 the whole
+/// `TraceByIDResponse`.
 fn encode_trace_json(
     resource_spans: &[ResourceSpans],
     v2: bool,
 ) -> Result<Vec<u8>, serde_json::Error> {
+    let batches: Vec<Value> = resource_spans
+        .iter()
+        .map(otlp::jsonpb::resource_spans)
+        .collect();
     if v2 {
-        serde_json::to_vec(&json!({ "trace": { "resourceSpans": resource_spans } }))
+        serde_json::to_vec(&json!({ "trace": { "resourceSpans": batches } }))
     } else {
-        serde_json::to_vec(&json!({ "batches": resource_spans }))
+        serde_json::to_vec(&json!({ "batches": batches }))
     }
 }
 
@@ -323,17 +331,22 @@ pub(crate) async fn search_traces(
                     (service.clone(), stats)
                 })
                 .collect();
-            json!({
+            let mut trace = json!({
                 // Tempo drops leading zeros from ids in search results.
                 "traceID": tempo_trace_id(&hit.trace_id),
                 "rootServiceName": hit.root_service_name,
                 "rootTraceName": hit.root_trace_name,
                 "startTimeUnixNano": hit.start_time_unix_nano.to_string(),
-                "durationMs": hit.duration_ns / 1_000_000,
                 "spanSet": spanset,
                 "spanSets": [spanset],
                 "serviceStats": stats,
-            })
+            });
+            // A uint32 in Tempo's proto: jsonpb leaves it out at 0 (< 1 ms).
+            let duration_ms = hit.duration_ns / 1_000_000;
+            if duration_ms > 0 {
+                trace["durationMs"] = json!(duration_ms);
+            }
+            trace
         })
         .collect();
     Ok(Json(json!({

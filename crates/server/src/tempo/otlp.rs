@@ -372,6 +372,250 @@ fn row_links(links: &arrow::array::ListArray, row: usize) -> Result<Vec<span::Li
         .collect())
 }
 
+/// The JSON Tempo writes for OTLP messages: gogo's `jsonpb.Marshaler{}` with
+/// its defaults (`modules/frontend/combiner/common.go`,
+/// `pkg/tempopb/trace_utils.go` `MarshalToJSONV1`). Unlike OTLP/JSON, ids are
+/// `bytes` and so base64, and enums are their names (`SPAN_KIND_SERVER`,
+/// `STATUS_CODE_ERROR`); like it, 64-bit integers are decimal strings, field
+/// names lowerCamelCase, and fields at their zero value are left out (a oneof
+/// member is written even when zero, a present message even when empty).
+pub mod jsonpb {
+    use super::*;
+    use serde_json::{Map, Value, json};
+
+    fn base64(bytes: &[u8]) -> Value {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// `key: value` unless the value is the field's zero value.
+    fn put(object: &mut Map<String, Value>, key: &str, value: Value) {
+        let zero = match &value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::Bool(b) => !b,
+            Value::Object(_) => false,
+        };
+        if !zero {
+            object.insert(key.to_owned(), value);
+        }
+    }
+
+    fn uint64(n: u64) -> Value {
+        if n == 0 {
+            Value::Null
+        } else {
+            Value::String(n.to_string())
+        }
+    }
+
+    /// A double as Go's jsonpb writes it (non-finite values as strings).
+    fn double(f: f64) -> Value {
+        if f.is_nan() {
+            json!("NaN")
+        } else if f == f64::INFINITY {
+            json!("Infinity")
+        } else if f == f64::NEG_INFINITY {
+            json!("-Infinity")
+        } else {
+            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+        }
+    }
+
+    pub fn any_value(value: &AnyValue) -> Value {
+        use any_value::Value as V;
+        let mut object = Map::new();
+        // A oneof member is written even at its zero value.
+        match &value.value {
+            // A string-table index belongs to OTLP profiles; Tempo's proto has
+            // no such member and the spans read here never hold one.
+            None | Some(V::StringValueStrindex(_)) => {}
+            Some(V::StringValue(s)) => {
+                object.insert("stringValue".into(), json!(s));
+            }
+            Some(V::BoolValue(b)) => {
+                object.insert("boolValue".into(), json!(b));
+            }
+            Some(V::IntValue(i)) => {
+                object.insert("intValue".into(), json!(i.to_string()));
+            }
+            Some(V::DoubleValue(f)) => {
+                object.insert("doubleValue".into(), double(*f));
+            }
+            Some(V::BytesValue(b)) => {
+                object.insert("bytesValue".into(), base64(b));
+            }
+            Some(V::ArrayValue(array)) => {
+                let mut inner = Map::new();
+                put(
+                    &mut inner,
+                    "values",
+                    array.values.iter().map(any_value).collect(),
+                );
+                object.insert("arrayValue".into(), Value::Object(inner));
+            }
+            Some(V::KvlistValue(list)) => {
+                let mut inner = Map::new();
+                put(&mut inner, "values", key_values(&list.values));
+                object.insert("kvlistValue".into(), Value::Object(inner));
+            }
+        }
+        Value::Object(object)
+    }
+
+    fn key_values(values: &[KeyValue]) -> Value {
+        values
+            .iter()
+            .map(|kv| {
+                let mut object = Map::new();
+                put(&mut object, "key", json!(kv.key));
+                if let Some(value) = &kv.value {
+                    object.insert("value".into(), any_value(value));
+                }
+                Value::Object(object)
+            })
+            .collect()
+    }
+
+    fn kind_name(kind: i32) -> &'static str {
+        span::SpanKind::try_from(kind).map_or("", |k| k.as_str_name())
+    }
+
+    fn status_name(code: i32) -> &'static str {
+        status::StatusCode::try_from(code).map_or("", |c| c.as_str_name())
+    }
+
+    fn span_json(span: &Span) -> Value {
+        let mut object = Map::new();
+        put(&mut object, "traceId", base64(&span.trace_id));
+        put(&mut object, "spanId", base64(&span.span_id));
+        put(&mut object, "traceState", json!(span.trace_state));
+        put(&mut object, "parentSpanId", base64(&span.parent_span_id));
+        put(&mut object, "flags", json!(span.flags));
+        put(&mut object, "name", json!(span.name));
+        // The zero value (UNSPECIFIED) is left out like any other.
+        if span.kind != 0 {
+            put(&mut object, "kind", json!(kind_name(span.kind)));
+        }
+        put(
+            &mut object,
+            "startTimeUnixNano",
+            uint64(span.start_time_unix_nano),
+        );
+        put(
+            &mut object,
+            "endTimeUnixNano",
+            uint64(span.end_time_unix_nano),
+        );
+        put(&mut object, "attributes", key_values(&span.attributes));
+        put(
+            &mut object,
+            "droppedAttributesCount",
+            json!(span.dropped_attributes_count),
+        );
+        let events: Vec<Value> = span
+            .events
+            .iter()
+            .map(|event| {
+                let mut e = Map::new();
+                put(&mut e, "timeUnixNano", uint64(event.time_unix_nano));
+                put(&mut e, "name", json!(event.name));
+                put(&mut e, "attributes", key_values(&event.attributes));
+                put(
+                    &mut e,
+                    "droppedAttributesCount",
+                    json!(event.dropped_attributes_count),
+                );
+                Value::Object(e)
+            })
+            .collect();
+        put(&mut object, "events", Value::Array(events));
+        put(
+            &mut object,
+            "droppedEventsCount",
+            json!(span.dropped_events_count),
+        );
+        let links: Vec<Value> = span
+            .links
+            .iter()
+            .map(|link| {
+                let mut l = Map::new();
+                put(&mut l, "traceId", base64(&link.trace_id));
+                put(&mut l, "spanId", base64(&link.span_id));
+                put(&mut l, "traceState", json!(link.trace_state));
+                put(&mut l, "attributes", key_values(&link.attributes));
+                put(
+                    &mut l,
+                    "droppedAttributesCount",
+                    json!(link.dropped_attributes_count),
+                );
+                put(&mut l, "flags", json!(link.flags));
+                Value::Object(l)
+            })
+            .collect();
+        put(&mut object, "links", Value::Array(links));
+        put(
+            &mut object,
+            "droppedLinksCount",
+            json!(span.dropped_links_count),
+        );
+        if let Some(status) = &span.status {
+            let mut s = Map::new();
+            put(&mut s, "message", json!(status.message));
+            if status.code != 0 {
+                put(&mut s, "code", json!(status_name(status.code)));
+            }
+            object.insert("status".into(), Value::Object(s));
+        }
+        Value::Object(object)
+    }
+
+    /// One `ResourceSpans` as Tempo's JSON.
+    pub fn resource_spans(resource_spans: &ResourceSpans) -> Value {
+        let mut object = Map::new();
+        if let Some(resource) = &resource_spans.resource {
+            let mut r = Map::new();
+            put(&mut r, "attributes", key_values(&resource.attributes));
+            put(
+                &mut r,
+                "droppedAttributesCount",
+                json!(resource.dropped_attributes_count),
+            );
+            object.insert("resource".into(), Value::Object(r));
+        }
+        let scopes: Vec<Value> = resource_spans
+            .scope_spans
+            .iter()
+            .map(|scope_spans| {
+                let mut ss = Map::new();
+                if let Some(scope) = &scope_spans.scope {
+                    let mut s = Map::new();
+                    put(&mut s, "name", json!(scope.name));
+                    put(&mut s, "version", json!(scope.version));
+                    put(&mut s, "attributes", key_values(&scope.attributes));
+                    put(
+                        &mut s,
+                        "droppedAttributesCount",
+                        json!(scope.dropped_attributes_count),
+                    );
+                    ss.insert("scope".into(), Value::Object(s));
+                }
+                put(
+                    &mut ss,
+                    "spans",
+                    scope_spans.spans.iter().map(span_json).collect(),
+                );
+                put(&mut ss, "schemaUrl", json!(scope_spans.schema_url));
+                Value::Object(ss)
+            })
+            .collect();
+        put(&mut object, "scopeSpans", Value::Array(scopes));
+        put(&mut object, "schemaUrl", json!(resource_spans.schema_url));
+        Value::Object(object)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
