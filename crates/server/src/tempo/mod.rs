@@ -15,6 +15,7 @@
 //!
 //! Every endpoint reads with the caller's project scope, like the SQL API.
 
+pub(crate) mod metrics;
 pub(crate) mod otlp;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -620,7 +621,10 @@ pub(crate) async fn tag_values_v2(
             },
         },
     };
-    if matches!(attribute, Attribute::Duration | Attribute::TraceDuration) {
+    if matches!(
+        attribute,
+        Attribute::Duration | Attribute::TraceDuration | Attribute::NestedSetParent
+    ) {
         return Err(ApiError::bad_request(format!(
             "{tag} has no list of values"
         )));
@@ -698,7 +702,9 @@ async fn tag_values(
                 resource = type_of("resource_attribute_types", key),
             ),
         ),
-        Attribute::Duration | Attribute::TraceDuration => unreachable!("refused above"),
+        Attribute::Duration | Attribute::TraceDuration | Attribute::NestedSetParent => {
+            unreachable!("refused above")
+        }
     };
     let mut params: std::collections::HashMap<String, ScalarValue> = [
         ("from".to_owned(), timestamp(range.0)),
