@@ -93,7 +93,10 @@ fn grafana_reads_a_python_sdk_trace_through_the_jaeger_api() {
         .values()
         .map(|p| p["serviceName"].as_str().unwrap())
         .collect();
-    assert_eq!(services, BTreeSet::from(["checkout", "frontend", "payment"]));
+    assert_eq!(
+        services,
+        BTreeSet::from(["checkout", "frontend", "payment"])
+    );
     let spans = trace["spans"].as_array().expect("spans");
     assert_eq!(spans.len(), 6);
     for span in spans {
@@ -139,7 +142,12 @@ fn grafana_reads_a_python_sdk_trace_through_the_jaeger_api() {
         json!([tag["type"], tag["value"]])
     };
     for (service, name, key, expected) in [
-        ("frontend", "GET /checkout", "user.premium", json!(["bool", true])),
+        (
+            "frontend",
+            "GET /checkout",
+            "user.premium",
+            json!(["bool", true]),
+        ),
         (
             "frontend",
             "GET /checkout",
@@ -152,21 +160,36 @@ fn grafana_reads_a_python_sdk_trace_through_the_jaeger_api() {
             "cart.items",
             json!(["string", r#"["sku-1","sku-2","sku-3"]"#]),
         ),
-        ("frontend", "GET /checkout", "span.kind", json!(["string", "server"])),
+        (
+            "frontend",
+            "GET /checkout",
+            "span.kind",
+            json!(["string", "server"]),
+        ),
         (
             "checkout",
             "POST /api/checkout",
             "order.total",
             json!(["float64", 42.5]),
         ),
-        ("payment", "charge card", "payment.attempt", json!(["int64", 2])),
+        (
+            "payment",
+            "charge card",
+            "payment.attempt",
+            json!(["int64", 2]),
+        ),
         (
             "payment",
             "charge card",
             "payment.fraud_scores",
             json!(["string", "[0.25,1.5]"]),
         ),
-        ("payment", "charge card", "span.kind", json!(["string", "internal"])),
+        (
+            "payment",
+            "charge card",
+            "span.kind",
+            json!(["string", "internal"]),
+        ),
     ] {
         assert_eq!(tag(service, name, key), expected, "{service}/{name} {key}");
     }

@@ -74,6 +74,7 @@ mod error;
 mod exec;
 pub mod functions;
 mod layout;
+pub mod metrics;
 pub mod postgres;
 mod provider;
 mod pruning;

@@ -19,9 +19,19 @@
 //!   with the attribute's value), durations (`100ms`, `1.5s`, `2m`, `1h`,
 //!   `10us`, `100ns`), `true` / `false`, and the status and kind names.
 //!
-//! Anything else (pipelines `| count()`, structural operators `>>`, `>`,
-//! `~`, `!` negation, arithmetic, `nil`, other scopes such as `event.` and
-//! `link.`) is refused with an error that names the construct.
+//! - existence checks `attribute != nil` / `= nil`, bare `true` / `false`,
+//!   and root tests `nestedSetParent < 0` (as Grafana's Traces Drilldown
+//!   writes them); query hints `with (…)` are accepted and ignored (answers
+//!   are exact and newest first anyway);
+//! - metrics queries ([`parse_metrics`]): `{…} | rate()`, `count_over_time()`,
+//!   `quantile_over_time(attr, q…)`, `histogram_over_time(attr)`,
+//!   `min/max/avg/sum_over_time(attr)`, each with `by (attr, …)`, for
+//!   `duration` or a numeric attribute (computed in [`crate::metrics`]).
+//!
+//! Anything else (pipelines such as `| count() > 2` and `| select(…)`,
+//! second-stage `| topk(…)`, structural operators `>>`, `>`, `~`, `!`
+//! negation, arithmetic, other scopes such as `event.` and `link.`) is
+//! refused with an error that names the construct.
 //!
 //! [`plan`] returns the SQL of the matching spans with the values as named
 //! parameters (`$v0`, `$v1`, …, bound by DataFusion, never pasted into the
@@ -68,6 +78,10 @@ pub enum Combination {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
     Compare(Attribute, Op, Static),
+    /// `attribute != nil` (`true`) or `attribute = nil` (`false`).
+    Exists(Attribute, bool),
+    /// A bare `true` or `false`.
+    Literal(bool),
     And(Box<Condition>, Box<Condition>),
     Or(Box<Condition>, Box<Condition>),
 }
@@ -89,6 +103,9 @@ pub enum Attribute {
     RootService,
     RootName,
     TraceDuration,
+    /// `nestedSetParent`, only in root tests (`nestedSetParent < 0`: the span
+    /// has no parent), as Grafana's Traces Drilldown writes them.
+    NestedSetParent,
 }
 
 impl Attribute {
@@ -99,6 +116,11 @@ impl Attribute {
             Attribute::Span(key) | Attribute::Resource(key) | Attribute::Any(key) => Some(key),
             _ => None,
         }
+    }
+
+    /// The attribute as TraceQL writes it (`span.http.route`, `duration`).
+    pub fn text(&self) -> String {
+        attribute_text(self)
     }
 
     /// Whether it is a property of the whole trace.
@@ -318,12 +340,148 @@ pub fn parse(text: &str) -> Result<Query, TraceQlError> {
         spansets: Vec::new(),
     };
     let combination = parser.spanset_or()?;
+    if parser.peek() == Some(&Token::Pipe)
+        && let Some(Token::Word(word)) = parser.tokens.get(parser.position + 1)
+        && METRICS_FUNCTIONS.contains(&word.as_str())
+    {
+        return error(format!(
+            "`{word}()` is a metrics function: send metrics queries to /api/metrics/query_range or /api/metrics/query"
+        ));
+    }
+    parser.hints()?;
     if let Some(token) = parser.peek() {
         return Err(parser.unexpected(token.clone(), "after the query"));
     }
     Ok(Query {
         spansets: parser.spansets,
         combination,
+    })
+}
+
+const METRICS_FUNCTIONS: [&str; 8] = [
+    "rate",
+    "count_over_time",
+    "quantile_over_time",
+    "histogram_over_time",
+    "min_over_time",
+    "max_over_time",
+    "avg_over_time",
+    "sum_over_time",
+];
+
+/// A metrics query: `{…} | function(…) [by (…)]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsQuery {
+    /// The spans measured: those matching a spanset, in traces where the
+    /// spansets combine.
+    pub filter: Query,
+    pub function: MetricsFunction,
+    /// The `by (…)` attributes: one series per distinct combination.
+    pub by: Vec<Attribute>,
+}
+
+/// A metrics function of the first stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricsFunction {
+    /// Matching spans per second in each step.
+    Rate,
+    /// Matching spans in each step.
+    CountOverTime,
+    /// The quantiles of the attribute in each step, one series per fraction
+    /// (label `p`).
+    QuantileOverTime(Attribute, Vec<f64>),
+    /// Span counts per power-of-two bucket of the attribute (label
+    /// `__bucket`, the bucket's upper bound; seconds for durations).
+    HistogramOverTime(Attribute),
+    MinOverTime(Attribute),
+    MaxOverTime(Attribute),
+    AvgOverTime(Attribute),
+    SumOverTime(Attribute),
+}
+
+impl MetricsFunction {
+    /// The function's TraceQL name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MetricsFunction::Rate => "rate",
+            MetricsFunction::CountOverTime => "count_over_time",
+            MetricsFunction::QuantileOverTime(..) => "quantile_over_time",
+            MetricsFunction::HistogramOverTime(_) => "histogram_over_time",
+            MetricsFunction::MinOverTime(_) => "min_over_time",
+            MetricsFunction::MaxOverTime(_) => "max_over_time",
+            MetricsFunction::AvgOverTime(_) => "avg_over_time",
+            MetricsFunction::SumOverTime(_) => "sum_over_time",
+        }
+    }
+
+    /// The attribute it measures, if any.
+    pub fn attribute(&self) -> Option<&Attribute> {
+        match self {
+            MetricsFunction::Rate | MetricsFunction::CountOverTime => None,
+            MetricsFunction::QuantileOverTime(attribute, _)
+            | MetricsFunction::HistogramOverTime(attribute)
+            | MetricsFunction::MinOverTime(attribute)
+            | MetricsFunction::MaxOverTime(attribute)
+            | MetricsFunction::AvgOverTime(attribute)
+            | MetricsFunction::SumOverTime(attribute) => Some(attribute),
+        }
+    }
+}
+
+/// Parses a metrics query (`{…} | rate() by (resource.service.name)`), or
+/// says what is wrong or unsupported.
+pub fn parse_metrics(text: &str) -> Result<MetricsQuery, TraceQlError> {
+    let tokens = lex(text)?;
+    if tokens.is_empty() {
+        return error("the query is empty; try `{} | rate()`");
+    }
+    let mut parser = Parser {
+        tokens,
+        position: 0,
+        spansets: Vec::new(),
+    };
+    let combination = parser.spanset_or()?;
+    match parser.next() {
+        Some(Token::Pipe) => {}
+        Some(token) => return Err(parser.unexpected(token, "after the spansets")),
+        None => {
+            return error(
+                "a metrics query needs a function: `{…} | rate()`, `count_over_time()`, `quantile_over_time(duration, .99)`, `histogram_over_time(duration)` …",
+            );
+        }
+    }
+    let function = parser.metrics_function()?;
+    let mut by = Vec::new();
+    if parser.peek() == Some(&Token::Word("by".into())) {
+        parser.next();
+        parser.expect(Token::LParen, "`(` after `by`")?;
+        loop {
+            by.push(parser.attribute_argument("in `by (…)`")?);
+            match parser.next() {
+                Some(Token::Other(',')) => continue,
+                Some(Token::RParen) => break,
+                Some(token) => return Err(parser.unexpected(token, "in `by (…)`")),
+                None => return error("the query ends early: expected `)` to close `by (…)`"),
+            }
+        }
+    }
+    parser.hints()?;
+    match parser.peek() {
+        Some(Token::Pipe) => {
+            return error(
+                "second-stage functions (`| topk(…)`, `| bottomk(…)`, comparisons of series) are not supported",
+            );
+        }
+        Some(token) => return Err(parser.unexpected(token.clone(), "after the metrics function")),
+        None => {}
+    }
+    Ok(MetricsQuery {
+        filter: Query {
+            spansets: parser.spansets,
+            combination,
+        },
+        function,
+        by,
     })
 }
 
@@ -369,6 +527,122 @@ impl Parser {
             Token::Str(s) => format!("unexpected string {s:?} {context}"),
             Token::Number(n) => format!("unexpected `{n}` {context}"),
             other => format!("unexpected {} {context}", describe(&other)),
+        })
+    }
+
+    /// Query hints `with (sample = true, …)`: accepted and ignored, since
+    /// LightTrace answers exactly (no sampling) and newest first already.
+    fn hints(&mut self) -> Result<(), TraceQlError> {
+        if self.peek() != Some(&Token::Word("with".into())) {
+            return Ok(());
+        }
+        self.next();
+        self.expect(Token::LParen, "`(` after `with`")?;
+        loop {
+            match self.next() {
+                Some(Token::Word(_)) => {}
+                Some(Token::RParen) => return Ok(()),
+                Some(token) => return Err(self.unexpected(token, "in `with (…)`")),
+                None => return error("the query ends early: expected `)` to close `with (…)`"),
+            }
+            self.expect(Token::Op(Op::Eq), "`=` in `with (name = value)`")?;
+            match self.next() {
+                Some(Token::Word(_) | Token::Number(_) | Token::Str(_)) => {}
+                Some(token) => return Err(self.unexpected(token, "in `with (…)`")),
+                None => return error("the query ends early: expected a hint value"),
+            }
+            match self.next() {
+                Some(Token::Other(',')) => {}
+                Some(Token::RParen) => return Ok(()),
+                Some(token) => return Err(self.unexpected(token, "in `with (…)`")),
+                None => return error("the query ends early: expected `)` to close `with (…)`"),
+            }
+        }
+    }
+
+    /// An attribute named as a function argument or a `by` key.
+    fn attribute_argument(&mut self, context: &str) -> Result<Attribute, TraceQlError> {
+        match self.next() {
+            Some(Token::Word(word)) => attribute(&word),
+            Some(Token::QuotedKey(prefix, key)) => scoped(&prefix, key),
+            Some(token) => Err(self.unexpected(token, context)),
+            None => error(format!(
+                "the query ends early: expected an attribute {context}"
+            )),
+        }
+    }
+
+    /// `rate()`, `quantile_over_time(duration, .5, .99)` …
+    fn metrics_function(&mut self) -> Result<MetricsFunction, TraceQlError> {
+        let name = match self.next() {
+            Some(Token::Word(word)) => word,
+            Some(token) => return Err(self.unexpected(token, "where a metrics function should be")),
+            None => return error("the query ends early: expected a metrics function after `|`"),
+        };
+        if !METRICS_FUNCTIONS.contains(&name.as_str()) {
+            return error(format!(
+                "`{name}` is not a supported metrics function (supported: {})",
+                METRICS_FUNCTIONS.join(", ")
+            ));
+        }
+        self.expect(Token::LParen, &format!("`(` after `{name}`"))?;
+        if matches!(name.as_str(), "rate" | "count_over_time") {
+            self.expect(
+                Token::RParen,
+                &format!("`)`: `{name}()` takes no arguments"),
+            )?;
+            return Ok(if name == "rate" {
+                MetricsFunction::Rate
+            } else {
+                MetricsFunction::CountOverTime
+            });
+        }
+        let context = format!("as the argument of `{name}`");
+        let attribute = self.attribute_argument(&context)?;
+        match &attribute {
+            Attribute::Duration
+            | Attribute::Span(_)
+            | Attribute::Resource(_)
+            | Attribute::Any(_) => {}
+            other => {
+                return error(format!(
+                    "`{name}({})`: only `duration` and numeric span or resource attributes can be measured",
+                    attribute_text(other)
+                ));
+            }
+        }
+        let mut fractions = Vec::new();
+        if name == "quantile_over_time" {
+            loop {
+                match self.next() {
+                    Some(Token::Other(',')) => {}
+                    Some(Token::RParen) if !fractions.is_empty() => break,
+                    Some(token) => return Err(self.unexpected(token, &context)),
+                    None => return error("the query ends early: expected `)`"),
+                }
+                let text = match self.next() {
+                    Some(Token::Number(text)) => text,
+                    Some(Token::Word(text)) if text.starts_with('.') => text,
+                    Some(token) => return Err(self.unexpected(token, "where a quantile should be")),
+                    None => return error("the query ends early: expected a quantile"),
+                };
+                match text.parse::<f64>() {
+                    Ok(q) if (0.0..=1.0).contains(&q) => fractions.push(q),
+                    _ => {
+                        return error(format!("`{text}` is not a quantile between 0 and 1"));
+                    }
+                }
+            }
+        } else {
+            self.expect(Token::RParen, &format!("`)`: `{name}` takes one attribute"))?;
+        }
+        Ok(match name.as_str() {
+            "quantile_over_time" => MetricsFunction::QuantileOverTime(attribute, fractions),
+            "histogram_over_time" => MetricsFunction::HistogramOverTime(attribute),
+            "min_over_time" => MetricsFunction::MinOverTime(attribute),
+            "max_over_time" => MetricsFunction::MaxOverTime(attribute),
+            "avg_over_time" => MetricsFunction::AvgOverTime(attribute),
+            _ => MetricsFunction::SumOverTime(attribute),
         })
     }
 
@@ -442,6 +716,9 @@ impl Parser {
                 self.expect(Token::RParen, "`)`")?;
                 Ok(inner)
             }
+            Some(Token::Word(word)) if word == "true" || word == "false" => {
+                Ok(Condition::Literal(word == "true"))
+            }
             Some(Token::Word(word)) => {
                 let attribute = attribute(&word)?;
                 self.comparison(attribute)
@@ -466,6 +743,17 @@ impl Parser {
             }
             Some(token) => return Err(self.unexpected(token, "where an operator should be")),
         };
+        if self.peek() == Some(&Token::Word("nil".into())) {
+            self.next();
+            return match op {
+                Op::Ne => Ok(Condition::Exists(attribute, true)),
+                Op::Eq => Ok(Condition::Exists(attribute, false)),
+                other => error(format!(
+                    "`{} {other} nil`: nil is only compared with `=` and `!=`",
+                    attribute_text(&attribute)
+                )),
+            };
+        }
         let value = match self.next() {
             Some(Token::Str(s)) => Static::String(s),
             Some(Token::Number(n)) => number(&n)?,
@@ -509,6 +797,7 @@ fn attribute_text(attribute: &Attribute) -> String {
         Attribute::RootService => "trace:rootService".into(),
         Attribute::RootName => "trace:rootName".into(),
         Attribute::TraceDuration => "trace:duration".into(),
+        Attribute::NestedSetParent => "nestedSetParent".into(),
     }
 }
 
@@ -537,6 +826,7 @@ fn attribute(word: &str) -> Result<Attribute, TraceQlError> {
         "rootServiceName" | "trace:rootService" => Some(Attribute::RootService),
         "rootName" | "trace:rootName" => Some(Attribute::RootName),
         "traceDuration" | "trace:duration" => Some(Attribute::TraceDuration),
+        "nestedSetParent" => Some(Attribute::NestedSetParent),
         _ => None,
     };
     if let Some(intrinsic) = intrinsic {
@@ -578,7 +868,6 @@ fn keyword(word: &str) -> Result<Static, TraceQlError> {
                 _ => "unspecified",
             })
         }
-        "nil" => return error("`nil` (attribute existence) is not supported"),
         other => {
             return error(format!(
                 "`{other}` is not a value: quote strings (\"{other}\")"
@@ -674,6 +963,14 @@ fn check_types(attribute: &Attribute, op: Op, value: &Static) -> Result<(), Trac
             Static::String(_) => Ok(()),
             _ => mismatch(),
         },
+        Attribute::NestedSetParent => match value {
+            // Every span with a parent has nestedSetParent >= 1 and a root
+            // has -1, so a comparison with a value <= 0 is a root test.
+            Static::Int(v) if *v <= 0 && !regex => Ok(()),
+            _ => error(format!(
+                "`{name} {op} {value}`: nestedSetParent is only supported in root tests such as `nestedSetParent < 0`"
+            )),
+        },
         Attribute::Span(_) | Attribute::Resource(_) | Attribute::Any(_) => match value {
             Static::String(_) => Ok(()),
             Static::Int(_) | Static::Float(_) | Static::Duration(_) if !regex => Ok(()),
@@ -712,6 +1009,20 @@ pub struct Plan {
     pub needs_trace: bool,
     /// The attributes the conditions read (for search results), deduplicated.
     pub attributes: Vec<Attribute>,
+}
+
+/// The per-trace table `t` (`trace_id`, `root_service`, `root_name`,
+/// `duration_ns`) over the spans that `filter` selects: the root is the
+/// earliest span without a parent, else the earliest span; the duration runs
+/// from the first start to the last end.
+pub fn trace_table_sql(filter: &str) -> String {
+    format!(
+        "t AS (SELECT trace_id, \
+           first_value(service_name ORDER BY parent_span_id IS NOT NULL, start_time) AS root_service, \
+           first_value(name ORDER BY parent_span_id IS NOT NULL, start_time) AS root_name, \
+           CAST(max(end_time) AS BIGINT) - CAST(min(start_time) AS BIGINT) AS duration_ns \
+         FROM spans WHERE {filter} GROUP BY trace_id)"
+    )
 }
 
 /// A SQL string literal: `'…'` with quotes doubled.
@@ -768,27 +1079,53 @@ impl Planner {
             Condition::And(a, b) => format!("({} AND {})", self.condition(a), self.condition(b)),
             Condition::Or(a, b) => format!("({} OR {})", self.condition(a), self.condition(b)),
             Condition::Compare(attribute, op, value) => self.compare(attribute, *op, value),
+            Condition::Exists(attribute, exists) => {
+                self.note(attribute);
+                let column = match attribute {
+                    Attribute::NestedSetParent => "s.span_id".to_owned(),
+                    other => column_sql(other),
+                };
+                format!("({column} IS {}NULL)", if *exists { "NOT " } else { "" })
+            }
+            Condition::Literal(value) => value.to_string().to_uppercase(),
         }
     }
 
-    fn compare(&mut self, attribute: &Attribute, op: Op, value: &Static) -> String {
+    /// Records what a condition reads.
+    fn note(&mut self, attribute: &Attribute) {
         if attribute.is_trace_level() {
             self.needs_trace = true;
         }
         if attribute.result_key().is_some() && !self.attributes.contains(attribute) {
             self.attributes.push(attribute.clone());
         }
-        let column = match attribute {
-            Attribute::Name => "s.name".to_owned(),
-            Attribute::Status => "s.status_code".to_owned(),
-            Attribute::StatusMessage => "s.status_message".to_owned(),
-            Attribute::Kind => "s.kind".to_owned(),
-            Attribute::Duration => "s.duration_ns".to_owned(),
-            Attribute::RootService => "t.root_service".to_owned(),
-            Attribute::RootName => "t.root_name".to_owned(),
-            Attribute::TraceDuration => "t.duration_ns".to_owned(),
-            other => attribute_sql(other),
-        };
+    }
+
+    fn compare(&mut self, attribute: &Attribute, op: Op, value: &Static) -> String {
+        self.note(attribute);
+        if *attribute == Attribute::NestedSetParent {
+            let Static::Int(v) = value else {
+                unreachable!("root tests compare with integers (check_types)")
+            };
+            // A root has -1; any other span a value >= 1, and v <= 0, so the
+            // comparison has one answer for all of them.
+            let holds = |x: i64| match op {
+                Op::Eq => x == *v,
+                Op::Ne => x != *v,
+                Op::Gt => x > *v,
+                Op::Ge => x >= *v,
+                Op::Lt => x < *v,
+                Op::Le => x <= *v,
+                Op::Regex | Op::NotRegex => unreachable!("refused by check_types"),
+            };
+            return match (holds(-1), holds(1)) {
+                (true, true) => "TRUE".to_owned(),
+                (false, false) => "FALSE".to_owned(),
+                (true, false) => "(s.parent_span_id IS NULL)".to_owned(),
+                (false, true) => "(s.parent_span_id IS NOT NULL)".to_owned(),
+            };
+        }
+        let column = column_sql(attribute);
         let sql_op = match op {
             Op::Eq => "=",
             Op::Ne => "<>",
@@ -834,6 +1171,25 @@ impl Planner {
         } else {
             format!("coalesce({column} {sql_op} {placeholder}, FALSE)")
         }
+    }
+}
+
+/// The SQL reading `attribute` of the span row `s` (or of its trace row `t`
+/// for the trace-level intrinsics).
+pub fn column_sql(attribute: &Attribute) -> String {
+    match attribute {
+        Attribute::Name => "s.name".to_owned(),
+        Attribute::Status => "s.status_code".to_owned(),
+        Attribute::StatusMessage => "s.status_message".to_owned(),
+        Attribute::Kind => "s.kind".to_owned(),
+        Attribute::Duration => "s.duration_ns".to_owned(),
+        Attribute::RootService => "t.root_service".to_owned(),
+        Attribute::RootName => "t.root_name".to_owned(),
+        Attribute::TraceDuration => "t.duration_ns".to_owned(),
+        Attribute::NestedSetParent => {
+            "CASE WHEN s.parent_span_id IS NULL THEN -1 ELSE NULL END".to_owned()
+        }
+        other => attribute_sql(other),
     }
 }
 
@@ -952,7 +1308,6 @@ mod tests {
         assert!(refused("{ .a = 1 } > { .b = 2 }").contains("unexpected `>`"));
         assert!(refused("{ .a = 1 } ~ { .b = 2 }").contains("structural operators (`~`"));
         assert!(refused("{ !(.a = 1) }").contains("negation"));
-        assert!(refused("{ .a != nil }").contains("nil"));
         assert!(refused("{ event.name = \"x\" }").contains("scope `event`"));
         assert!(refused("{ foo = \"x\" }").contains("not an attribute"));
         assert!(refused("{ duration > \"x\" }").contains("different types"));
@@ -996,6 +1351,76 @@ mod tests {
         // A key with a quote stays inside its SQL string.
         let plan = plan_of(r#"{ span."a'b" = "x" }"#);
         assert!(plan.spanset_sql[0].contains("s.attributes['a''b']"));
+    }
+
+    #[test]
+    fn parses_metrics_queries() {
+        let query = parse_metrics(
+            r#"{ resource.service.name = "a" } | quantile_over_time(duration, .5, 0.9, 1) by (resource.service.name, span.http.route)"#,
+        )
+        .unwrap();
+        assert_eq!(
+            query.function,
+            MetricsFunction::QuantileOverTime(Attribute::Duration, vec![0.5, 0.9, 1.0])
+        );
+        assert_eq!(
+            query.by,
+            vec![
+                Attribute::Resource("service.name".into()),
+                Attribute::Span("http.route".into())
+            ]
+        );
+        let query = parse_metrics("{} | rate() with (sample = true, exemplars = 5)").unwrap();
+        assert_eq!(query.function, MetricsFunction::Rate);
+        assert!(query.by.is_empty());
+        let query = parse_metrics("{a.b = 1} || {} | histogram_over_time(span.size)");
+        assert!(query.unwrap_err().0.contains("scope `a`"));
+        let query = parse_metrics("{ .x = 1 } && { } | avg_over_time(.bytes)").unwrap();
+        assert_eq!(query.filter.spansets.len(), 2);
+        assert_eq!(
+            query.function,
+            MetricsFunction::AvgOverTime(Attribute::Any("bytes".into()))
+        );
+        assert!(
+            parse_metrics("{} | rate(duration)")
+                .unwrap_err()
+                .0
+                .contains("takes no arguments")
+        );
+        assert!(parse_metrics("{} | rate() by ()").is_err());
+        assert!(
+            parse_metrics("{} | rate() | topk(2)")
+                .unwrap_err()
+                .0
+                .contains("second-stage")
+        );
+        assert!(
+            parse_metrics("{} | count()")
+                .unwrap_err()
+                .0
+                .contains("not a supported metrics function")
+        );
+    }
+
+    #[test]
+    fn existence_literals_and_root_tests() {
+        let plan = plan_of("{ nestedSetParent < 0 && true && span.a != nil && resource.b = nil }");
+        assert_eq!(
+            plan.spanset_sql[0],
+            "((((s.parent_span_id IS NULL) AND TRUE) AND (s.attributes['a'] IS NOT NULL)) AND (s.resource_attributes['b'] IS NULL))"
+        );
+        assert_eq!(
+            plan_of("{ nestedSetParent >= 0 }").spanset_sql[0],
+            "(s.parent_span_id IS NOT NULL)"
+        );
+        assert_eq!(
+            plan_of("{ nestedSetParent = -1 }").spanset_sql[0],
+            "(s.parent_span_id IS NULL)"
+        );
+        assert!(refused("{ nestedSetParent = 5 }").contains("root tests"));
+        assert!(refused("{ .a > nil }").contains("only compared with `=` and `!=`"));
+        // Hints are accepted (and ignored) in searches too.
+        assert!(parse("{} with (most_recent = true)").is_ok());
     }
 
     fn plan_of(text: &str) -> Plan {

@@ -254,6 +254,8 @@ fn router(shared: Shared) -> Router {
         .route("/api/traces/{id}", get(tempo::trace_v1))
         .route("/api/v2/traces/{id}", get(tempo::trace_v2))
         .route("/api/search", get(tempo::search_traces))
+        .route("/api/metrics/query_range", get(tempo::metrics::query_range))
+        .route("/api/metrics/query", get(tempo::metrics::query_instant))
         .route("/api/search/tags", get(tempo::tags_v1))
         .route("/api/v2/search/tags", get(tempo::tags_v2))
         .route("/api/search/tag/{tag}/values", get(tempo::tag_values_v1))

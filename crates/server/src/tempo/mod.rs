@@ -16,6 +16,7 @@
 //!
 //! Every endpoint reads with the caller's project scope, like the SQL API.
 
+pub(crate) mod metrics;
 pub(crate) mod otlp;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -633,7 +634,10 @@ pub(crate) async fn tag_values_v2(
             },
         },
     };
-    if matches!(attribute, Attribute::Duration | Attribute::TraceDuration) {
+    if matches!(
+        attribute,
+        Attribute::Duration | Attribute::TraceDuration | Attribute::NestedSetParent
+    ) {
         return Err(ApiError::bad_request(format!(
             "{tag} has no list of values"
         )));
@@ -711,7 +715,9 @@ async fn tag_values(
                 resource = type_of("resource_attribute_types", key),
             ),
         ),
-        Attribute::Duration | Attribute::TraceDuration => unreachable!("refused above"),
+        Attribute::Duration | Attribute::TraceDuration | Attribute::NestedSetParent => {
+            unreachable!("refused above")
+        }
     };
     let mut params: std::collections::HashMap<String, ScalarValue> = [
         ("from".to_owned(), timestamp(range.0)),
