@@ -604,11 +604,8 @@ async fn attach_exemplars(
                 .iter()
                 .find(|(ms, _)| *ms == step_ms)
                 .map_or(0.0, |(_, v)| *v),
-            Some(_) if matches!(query.function, MetricsFunction::HistogramOverTime(_)) => series
-                .samples
-                .iter()
-                .find(|(ms, _)| *ms == step_ms)
-                .map_or(0.0, |(_, v)| *v),
+            // Measured functions, histograms included (a heatmap places the
+            // exemplar at its duration): the span's own value.
             Some(_) => scalar_f64(&candidate.value, &query.function),
         };
         series.exemplars.push(Exemplar {

@@ -273,6 +273,13 @@ async fn histogram_min_max_avg_sum() {
         values(series(&body, "__bucket", &bucket(29))),
         vec![0.0, 3.0, 0.0]
     );
+    // A histogram's exemplar is placed at its span's duration (seconds).
+    let slowest = &series(&body, "__bucket", &bucket(29))["exemplars"][0];
+    assert_eq!(slowest["value"], 0.5, "{body}");
+    assert_eq!(
+        slowest["labels"][0]["value"]["stringValue"],
+        "0f".repeat(16)
+    );
     let total: f64 = body["series"]
         .as_array()
         .unwrap()
