@@ -179,8 +179,11 @@ fn spans_sql(request: &MetricsRequest) -> Sql {
         ));
     }
     if let Some(value) = value_sql(&query.function) {
-        // Spans without a numeric value are not measured.
-        filter.push_str(&format!(" AND {value} IS NOT NULL"));
+        // Spans without a numeric value are not measured (every span has a
+        // duration: no filter to evaluate for it).
+        if query.function.attribute() != Some(&Attribute::Duration) {
+            filter.push_str(&format!(" AND {value} IS NOT NULL"));
+        }
         if matches!(query.function, MetricsFunction::HistogramOverTime(_)) {
             // Log2 buckets start at 2 (ns for durations), as in Tempo.
             let raw = match query.function.attribute() {
