@@ -35,6 +35,13 @@
 //!    trace filters, no time bound), with each spanset's condition as a flag
 //!    column, for the roots, durations, service counts and matched spans.
 //!
+//! A matched span carries, like Tempo's, each attribute and intrinsic
+//! (`status`, `kind`, `statusMessage`, `nestedSetParent`) the query reads,
+//! typed as the span keeps it (`attribute_types`), where one of the query's
+//! conditions on it holds for the span (Tempo reads each column through the
+//! query's predicates on it, so a value none of them accepts is not read);
+//! `name` and `duration` have their own fields.
+//!
 //! Conditions on `trace:rootService`, `trace:rootName` and `trace:duration`
 //! join a per-trace table (root = the earliest span without a parent, else
 //! the earliest span; duration = last end − first start) computed over the
@@ -42,8 +49,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{ParamValues, ScalarValue};
 
 use crate::traceql::{self, Attribute, Combination, Condition, Op, Plan, Query, Static};
@@ -86,13 +94,156 @@ pub struct MatchedSpan {
     pub name: String,
     pub start_time_unix_nano: i64,
     pub duration_ns: i64,
-    /// The attributes the query reads (Tempo's name for each, its value as text).
-    pub attributes: Vec<(String, String)>,
+    /// The attributes and intrinsics the query reads that one of its
+    /// conditions on them accepts for this span (Tempo's name for each, its
+    /// typed value), in the order the query first reads them.
+    pub attributes: Vec<(String, TypedValue)>,
+}
+
+/// A value of a matched span, with its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedValue {
+    /// The value as the `spans` table keeps it (an int in decimal, a bool
+    /// `true`/`false`, an array as OTLP/JSON…).
+    pub text: String,
+    /// Its OTLP type as the `attribute_types` maps name it (`int`, `double`,
+    /// `bool`, `bytes`, `array`, `kvlist`); `None` for a string.
+    pub kind: Option<String>,
+}
+
+impl TypedValue {
+    pub fn string(text: impl Into<String>) -> Self {
+        TypedValue {
+            text: text.into(),
+            kind: None,
+        }
+    }
+}
+
+/// The name Tempo gives `attribute` among a matched span's attributes;
+/// `None` when it does not show it there (`name` has its own field,
+/// `duration` and the trace-level intrinsics are left out).
+fn shown_key(attribute: &Attribute) -> Option<&str> {
+    match attribute {
+        Attribute::Status => Some("status"),
+        Attribute::Kind => Some("kind"),
+        Attribute::StatusMessage => Some("statusMessage"),
+        Attribute::NestedSetParent => Some("nestedSetParent"),
+        other => other.result_key(),
+    }
+}
+
+/// The atomic conditions of `condition` on attributes Tempo shows, grouped
+/// by attribute, in the order the attributes are first read.
+fn shown_conditions(condition: &Condition, out: &mut Vec<(Attribute, Vec<Condition>)>) {
+    match condition {
+        Condition::And(a, b) | Condition::Or(a, b) => {
+            shown_conditions(a, out);
+            shown_conditions(b, out);
+        }
+        Condition::Literal(_) => {}
+        Condition::Compare(attribute, ..) | Condition::Exists(attribute, _) => {
+            if shown_key(attribute).is_none() {
+                return;
+            }
+            match out.iter_mut().find(|(a, _)| a == attribute) {
+                Some((_, conditions)) => conditions.push(condition.clone()),
+                None => out.push((attribute.clone(), vec![condition.clone()])),
+            }
+        }
+    }
+}
+
+/// What the second query reads for the matched spans' attributes.
+struct Shown {
+    /// Per attribute: Tempo's key, the SQL of its value (NULL unless one of
+    /// the query's conditions on it holds for the span), the SQL of its type.
+    columns: Vec<(String, String, String)>,
+    /// The parameters of that SQL and of the spansets' conditions.
+    params: Vec<(String, ScalarValue)>,
+}
+
+/// The SQL of what a matched span shows of `attribute`: (value, type).
+fn shown_sql(attribute: &Attribute) -> (String, String) {
+    const NO_TYPE: &str = "CAST(NULL AS VARCHAR)";
+    let types = |map: &str, key: &str| format!("s.{map}[{}]", traceql::sql_string(key));
+    let value = match attribute {
+        Attribute::Status | Attribute::Kind | Attribute::StatusMessage => {
+            traceql::column_sql(attribute)
+        }
+        // A root's is -1 in Tempo; other spans' count spans in an order
+        // LightTrace does not keep, so they show none.
+        Attribute::NestedSetParent => {
+            return (
+                "CASE WHEN s.parent_span_id IS NULL THEN '-1' END".to_owned(),
+                "'int'".to_owned(),
+            );
+        }
+        other => traceql::attribute_sql(other),
+    };
+    let kind = match attribute {
+        Attribute::Resource(key) | Attribute::Any(key) if key == "service.name" => {
+            NO_TYPE.to_owned()
+        }
+        Attribute::Span(key) => types("attribute_types", key),
+        Attribute::Resource(key) => types("resource_attribute_types", key),
+        Attribute::Any(key) => format!(
+            "CASE WHEN s.attributes[{k}] IS NOT NULL THEN {span} ELSE {resource} END",
+            k = traceql::sql_string(key),
+            span = types("attribute_types", key),
+            resource = types("resource_attribute_types", key),
+        ),
+        _ => NO_TYPE.to_owned(),
+    };
+    (value, kind)
+}
+
+impl Shown {
+    /// Planned as extra spansets after `query`'s own, so that their
+    /// parameters follow (and keep) those of `plan`.
+    fn new(query: &Query, plan: &Plan) -> Self {
+        let mut read = Vec::new();
+        for condition in query.spansets.iter().flatten() {
+            shown_conditions(condition, &mut read);
+        }
+        let mut spansets = query.spansets.clone();
+        spansets.extend(read.iter().map(|(_, conditions)| {
+            conditions
+                .iter()
+                .cloned()
+                .reduce(|a, b| Condition::Or(Box::new(a), Box::new(b)))
+        }));
+        let extended = traceql::plan(&Query {
+            spansets,
+            combination: query.combination.clone(),
+        });
+        let own = query.spansets.len();
+        debug_assert_eq!(extended.spanset_sql[..own], plan.spanset_sql[..]);
+        let columns = read
+            .iter()
+            .zip(&extended.spanset_sql[own..])
+            .map(|((attribute, _), holds)| {
+                let (value, kind) = shown_sql(attribute);
+                (
+                    shown_key(attribute).unwrap_or_default().to_owned(),
+                    format!("CASE WHEN {holds} THEN {value} END"),
+                    kind,
+                )
+            })
+            .collect();
+        Shown {
+            columns,
+            params: extended.params,
+        }
+    }
 }
 
 fn params(plan: &Plan, extra: &[(&str, ScalarValue)]) -> ParamValues {
-    let mut values: std::collections::HashMap<String, ScalarValue> =
-        plan.params.iter().cloned().collect();
+    params_of(&plan.params, extra)
+}
+
+fn params_of(list: &[(String, ScalarValue)], extra: &[(&str, ScalarValue)]) -> ParamValues {
+    let mut values: std::collections::HashMap<String, ScalarValue> = list.iter().cloned().collect();
     for (name, value) in extra {
         values.insert((*name).to_owned(), value.clone());
     }
@@ -165,10 +316,11 @@ async fn grouped(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let traces = trace_rows(engine, scope, plan, &range, &ids).await?;
+    let shown = Shown::new(&request.query, plan);
+    let traces = trace_rows(engine, scope, plan, &shown, &range, &ids).await?;
     Ok(traces
         .into_iter()
-        .map(|(trace_id, rows)| hit(trace_id, rows, plan, request.spans_per_spanset))
+        .map(|(trace_id, rows)| hit(trace_id, rows, &shown, request.spans_per_spanset))
         .collect())
 }
 
@@ -288,6 +440,7 @@ async fn newest_first(
         .saturating_mul(SCAN_SPANS_PER_TRACE)
         .min(MAX_SCAN_SPANS);
     let mut fetched: HashMap<String, Fetched> = HashMap::new();
+    let shown = Shown::new(&request.query, plan);
     loop {
         let lo = to.saturating_sub(window).max(from);
         let spans = newest_spans(engine, scope, request, plan, lo, to, scan_spans).await?;
@@ -320,7 +473,7 @@ async fn newest_first(
                 .collect();
             next = end;
             if !ids.is_empty() {
-                let traces = trace_rows(engine, scope, plan, &range, &ids).await?;
+                let traces = trace_rows(engine, scope, plan, &shown, &range, &ids).await?;
                 for (trace_id, rows) in traces {
                     let mut flags = vec![false; plan.spanset_sql.len()];
                     let mut first_start: Option<i64> = None;
@@ -335,7 +488,7 @@ async fn newest_first(
                     }
                     let matches =
                         first_start.is_some() && combine(&request.query.combination, &flags);
-                    let hit = hit(trace_id.clone(), rows, plan, request.spans_per_spanset);
+                    let hit = hit(trace_id.clone(), rows, &shown, request.spans_per_spanset);
                     fetched.insert(
                         trace_id,
                         Fetched {
@@ -495,11 +648,13 @@ async fn matching_traces(
     Ok(ids)
 }
 
-/// Every span of the traces `ids`, per trace, with the spansets' flags.
+/// Every span of the traces `ids`, per trace, with the spansets' flags and
+/// the values `shown`.
 async fn trace_rows(
     engine: &QueryEngine,
     scope: &ProjectScope,
     plan: &Plan,
+    shown: &Shown,
     range: &[(&str, ScalarValue)],
     ids: &[String],
 ) -> Result<BTreeMap<String, Vec<Row>>, QueryError> {
@@ -524,11 +679,11 @@ async fn trace_rows(
             )
         })
         .collect();
-    let attributes: Vec<String> = plan
-        .attributes
+    let attributes: Vec<String> = shown
+        .columns
         .iter()
         .enumerate()
-        .map(|(i, attribute)| format!("{} AS a{i}", traceql::attribute_sql(attribute)))
+        .map(|(i, (_, value, kind))| format!("{value} AS a{i}, {kind} AS k{i}"))
         .collect();
     let (with, join) = if plan.needs_trace {
         (
@@ -549,11 +704,16 @@ async fn trace_rows(
          FROM spans s{join} WHERE s.{in_ids}"
     );
     let output = engine
-        .sql_with_params(&sql, Some(params(plan, range)), scope)
+        .sql_with_params(&sql, Some(params_of(&shown.params, range)), scope)
         .await?;
     let mut traces: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     for batch in &output.batches {
-        read_rows(batch, plan, &mut traces)?;
+        read_rows(
+            batch,
+            plan.spanset_sql.len(),
+            shown.columns.len(),
+            &mut traces,
+        )?;
     }
     Ok(traces)
 }
@@ -568,12 +728,14 @@ struct Row {
     error: bool,
     /// Per spanset: the span starts in the range and satisfies it.
     flags: Vec<bool>,
-    attributes: Vec<Option<String>>,
+    /// Per [`Shown`] column.
+    attributes: Vec<Option<TypedValue>>,
 }
 
 fn read_rows(
     batch: &RecordBatch,
-    plan: &Plan,
+    flag_count: usize,
+    shown_count: usize,
     traces: &mut BTreeMap<String, Vec<Row>>,
 ) -> Result<(), QueryError> {
     let bad = || QueryError::Internal("unexpected search result columns".into());
@@ -588,12 +750,16 @@ fn read_rows(
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(bad)?;
     let status = text(7)?;
-    let flag_count = plan.spanset_sql.len();
     let flags: Vec<_> = (0..flag_count)
         .map(|i| batch.column(8 + i).as_boolean_opt().ok_or_else(bad))
         .collect::<Result<_, _>>()?;
-    let attributes: Vec<_> = (0..plan.attributes.len())
-        .map(|i| text(8 + flag_count + i))
+    // Value and type per shown attribute, as text whatever SQL made of them.
+    let shown: Vec<ArrayRef> = (0..2 * shown_count)
+        .map(|i| cast(batch.column(8 + flag_count + i), &DataType::Utf8).map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let shown: Vec<_> = shown
+        .iter()
+        .map(|c| c.as_string_opt::<i32>().ok_or_else(bad))
         .collect::<Result<_, _>>()?;
     for row in 0..batch.num_rows() {
         traces
@@ -611,16 +777,22 @@ fn read_rows(
                     .iter()
                     .map(|f| f.is_valid(row) && f.value(row))
                     .collect(),
-                attributes: attributes
-                    .iter()
-                    .map(|a| a.is_valid(row).then(|| a.value(row).to_owned()))
+                attributes: shown
+                    .chunks(2)
+                    .map(|pair| {
+                        let (value, kind) = (pair[0], pair[1]);
+                        value.is_valid(row).then(|| TypedValue {
+                            text: value.value(row).to_owned(),
+                            kind: kind.is_valid(row).then(|| kind.value(row).to_owned()),
+                        })
+                    })
                     .collect(),
             });
     }
     Ok(())
 }
 
-fn hit(trace_id: String, mut rows: Vec<Row>, plan: &Plan, spss: usize) -> TraceHit {
+fn hit(trace_id: String, mut rows: Vec<Row>, shown: &Shown, spss: usize) -> TraceHit {
     rows.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
     let start = rows.iter().map(|r| r.start_ns).min().unwrap_or_default();
     let end = rows
@@ -636,11 +808,6 @@ fn hit(trace_id: String, mut rows: Vec<Row>, plan: &Plan, spss: usize) -> TraceH
         stats.1 += usize::from(row.error);
     }
     let matched: Vec<&Row> = rows.iter().filter(|r| r.flags.iter().any(|f| *f)).collect();
-    let keys: Vec<String> = plan
-        .attributes
-        .iter()
-        .map(|a: &Attribute| a.result_key().unwrap_or_default().to_owned())
-        .collect();
     TraceHit {
         root_service_name: root.map(|r| r.service.clone()).unwrap_or_default(),
         root_trace_name: root.map(|r| r.name.clone()).unwrap_or_default(),
@@ -655,16 +822,27 @@ fn hit(trace_id: String, mut rows: Vec<Row>, plan: &Plan, spss: usize) -> TraceH
                 name: r.name.clone(),
                 start_time_unix_nano: r.start_ns,
                 duration_ns: r.duration_ns,
-                attributes: keys
-                    .iter()
-                    .zip(&r.attributes)
-                    .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-                    .collect(),
+                attributes: shown_attributes(shown, &r.attributes),
             })
             .collect(),
         service_stats,
         trace_id,
     }
+}
+
+/// A span's shown attributes: one per (key, value), as Tempo keys them
+/// (`resource.x` and `.x` reading the same value show it once).
+fn shown_attributes(shown: &Shown, values: &[Option<TypedValue>]) -> Vec<(String, TypedValue)> {
+    let mut attributes: Vec<(String, TypedValue)> = Vec::new();
+    for ((key, ..), value) in shown.columns.iter().zip(values) {
+        if let Some(value) = value {
+            let pair = (key.clone(), value.clone());
+            if !attributes.contains(&pair) {
+                attributes.push(pair);
+            }
+        }
+    }
+    attributes
 }
 
 #[cfg(test)]
@@ -815,6 +993,8 @@ mod tests {
             (BASE_NS - 10 * minute, BASE_NS),
         ];
         let mut compared = 0;
+        // Matched spans' typed attributes and intrinsics, in both plans.
+        let (mut typed, mut intrinsics) = (0, 0);
         for q in queries {
             let query = traceql::parse(q).unwrap();
             let plan = traceql::plan(&query);
@@ -842,9 +1022,27 @@ mod tests {
                     }
                     assert_eq!(fast, slow, "{q} limit {limit} in [{start_ns}, {end_ns})");
                     compared += usize::from(!slow.is_empty());
+                    for (key, value) in slow
+                        .iter()
+                        .flat_map(|hit| &hit.spans)
+                        .flat_map(|span| &span.attributes)
+                    {
+                        match key.as_str() {
+                            "http.response.status_code" => {
+                                assert_eq!(value.kind.as_deref(), Some("int"), "{q}");
+                                typed += 1;
+                            }
+                            "status" => {
+                                assert_eq!(value, &TypedValue::string("error"), "{q}");
+                                intrinsics += 1;
+                            }
+                            _ => {}
+                        }
+                    }
                 }
             }
         }
         assert!(compared >= 30, "{compared}");
+        assert!(typed > 0 && intrinsics > 0, "{typed} {intrinsics}");
     }
 }

@@ -569,6 +569,154 @@ async fn search_with_traceql() {
         select["attributes"],
         json!([{"key": "db.system", "value": {"stringValue": "postgresql"}}])
     );
+    // Each span shows what the query's conditions accept of it, as Tempo
+    // reads each column through the query's predicates on it.
+    assert_eq!(
+        set["spans"][0]["attributes"],
+        json!([{"key": "status", "value": {"stringValue": "error"}}])
+    );
+}
+
+/// The `attributes` of the matched span `name` in the search for `q`, `None`
+/// when the span has none (Tempo leaves the list out).
+async fn shown(app: &TestApp, q: &str, name: &str) -> Option<Value> {
+    let result = search(app, &format!("q={}", encode(q))).await;
+    let span = result["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["spanSets"][0]["spans"].as_array().unwrap())
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{q}: no matched span {name}: {result}"))
+        .clone();
+    // `spanSet` repeats `spanSets[0]`.
+    for trace in result["traces"].as_array().unwrap() {
+        assert_eq!(trace["spanSet"], trace["spanSets"][0], "{q}");
+    }
+    span.get("attributes").cloned()
+}
+
+fn kv(key: &str, value: Value) -> Value {
+    json!({"key": key, "value": value})
+}
+
+#[tokio::test]
+async fn search_shows_typed_attributes_and_the_intrinsics_read_like_tempo() {
+    let app = app_with_example().await;
+    let cases: Vec<(&str, &str, Option<Value>)> = vec![
+        // Typed as the span sent them: an int64 as a JSON string, a double
+        // and a bool as JSON values.
+        (
+            "{ span.http.response.status_code >= 500 }",
+            "GET /checkout",
+            Some(json!([kv(
+                "http.response.status_code",
+                json!({"intValue": "502"})
+            )])),
+        ),
+        (
+            "{ span.http.response.status_code >= 500 }",
+            "charge",
+            Some(json!([kv(
+                "http.response.status_code",
+                json!({"intValue": "500"})
+            )])),
+        ),
+        (
+            "{ span.ratio > 0.2 && span.cache.hit = false }",
+            "GET /checkout",
+            Some(json!([
+                kv("ratio", json!({"doubleValue": 0.25})),
+                kv("cache.hit", json!({"boolValue": false})),
+            ])),
+        ),
+        (
+            "{ resource.process.pid = 42 }",
+            "GET /cart",
+            Some(json!([kv("process.pid", json!({"intValue": "42"}))])),
+        ),
+        // Unscoped: the span's attribute, else the resource's, typed as
+        // the one read.
+        (
+            "{ .process.pid = 42 && .http.route = \"/checkout\" }",
+            "GET /checkout",
+            Some(json!([
+                kv("process.pid", json!({"intValue": "42"})),
+                kv("http.route", json!({"stringValue": "/checkout"})),
+            ])),
+        ),
+        (
+            "{ resource.service.name = \"backend\" }",
+            "SELECT",
+            Some(json!([kv(
+                "service.name",
+                json!({"stringValue": "backend"})
+            )])),
+        ),
+        // The intrinsics read, by their TraceQL names and values.
+        (
+            "{ status = error }",
+            "charge",
+            Some(json!([kv("status", json!({"stringValue": "error"}))])),
+        ),
+        (
+            "{ status != error && kind = server }",
+            "GET /checkout",
+            Some(json!([
+                kv("status", json!({"stringValue": "ok"})),
+                kv("kind", json!({"stringValue": "server"})),
+            ])),
+        ),
+        (
+            "{ status != error && kind = server }",
+            "GET /cart",
+            Some(json!([
+                kv("status", json!({"stringValue": "unset"})),
+                kv("kind", json!({"stringValue": "server"})),
+            ])),
+        ),
+        // Only what a condition accepts: charge is a server span, SELECT
+        // has no status message.
+        (
+            "{ kind = client || statusMessage = \"card declined\" }",
+            "charge",
+            Some(json!([kv(
+                "statusMessage",
+                json!({"stringValue": "card declined"})
+            )])),
+        ),
+        (
+            "{ kind = client || statusMessage = \"card declined\" }",
+            "SELECT",
+            Some(json!([kv("kind", json!({"stringValue": "client"}))])),
+        ),
+        (
+            "{ nestedSetParent < 0 }",
+            "GET /checkout",
+            Some(json!([kv("nestedSetParent", json!({"intValue": "-1"}))])),
+        ),
+        (
+            "{ span.http.response.status_code >= 500 || span.db.system = \"postgresql\" }",
+            "SELECT",
+            Some(json!([kv(
+                "db.system",
+                json!({"stringValue": "postgresql"})
+            )])),
+        ),
+        // `name` has its own field; `duration` and the trace's intrinsics
+        // are left out.
+        ("{ name = \"charge\" }", "charge", None),
+        ("{ duration > 50ms }", "charge", None),
+        (
+            "{ trace:rootService = \"frontend\" && kind = client }",
+            "SELECT",
+            Some(json!([kv("kind", json!({"stringValue": "client"}))])),
+        ),
+        ("{}", "SELECT", None),
+    ];
+    for (q, name, expected) in cases {
+        assert_eq!(shown(&app, q, name).await, expected, "{q} {name}");
+    }
 }
 
 #[tokio::test]

@@ -306,7 +306,12 @@ pub(crate) async fn search_traces(
                     let attributes: Vec<Value> = span
                         .attributes
                         .iter()
-                        .map(|(k, v)| json!({"key": k, "value": {"stringValue": v}}))
+                        .map(|(key, value)| {
+                            // Typed as Tempo's `Static.AsAnyValue` types them
+                            // (an int as `intValue`, a string in JSON).
+                            let value = otlp::any_value(Some(&value.text), value.kind.as_deref());
+                            json!({"key": key, "value": otlp::jsonpb::any_value(&value)})
+                        })
                         .collect();
                     let mut object = json!({
                         "spanID": span.span_id,
