@@ -25,6 +25,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::common::{ParamValues, ScalarValue};
 
+use crate::search;
 use crate::traceql::{self, Attribute, Combination, MetricsFunction, MetricsQuery};
 use crate::{ProjectScope, QueryEngine, QueryError};
 
@@ -160,7 +161,11 @@ fn spans_sql(request: &MetricsRequest) -> Sql {
     } else {
         (String::new(), "")
     };
-    let mut filter = format!("s.start_time >= $from AND s.start_time < $to AND ({any})");
+    // The conditions again as plain predicates on the columns the lake
+    // prunes by (service partition, Parquet statistics), which the planner's
+    // `coalesce(…)` hides.
+    let prune = search::pruning_filter(&query.filter);
+    let mut filter = format!("s.start_time >= $from AND s.start_time < $to AND ({any}){prune}");
     if !matches!(query.filter.combination, Combination::Spanset(_)) {
         // Several spansets: only spans of traces where they combine.
         let flags = plan
@@ -173,7 +178,7 @@ fn spans_sql(request: &MetricsRequest) -> Sql {
         filter.push_str(&format!(
             " AND s.trace_id IN (SELECT trace_id FROM (\
                SELECT s.trace_id, {flags} FROM spans s{join} \
-               WHERE s.start_time >= $from AND s.start_time < $to AND ({any}) \
+               WHERE s.start_time >= $from AND s.start_time < $to AND ({any}){prune} \
                GROUP BY s.trace_id) WHERE {trace})",
             trace = plan.trace_sql
         ));

@@ -406,7 +406,7 @@ fn implied(condition: &Condition) -> Option<String> {
 
 /// ` AND …`: what every span matching a spanset of `query` satisfies (see
 /// [`implied`]); empty when nothing is known.
-fn pruning_filter(query: &Query) -> String {
+pub(crate) fn pruning_filter(query: &Query) -> String {
     let mut any = Vec::new();
     for spanset in &query.spansets {
         match spanset.as_ref().and_then(implied) {
