@@ -69,6 +69,7 @@ METRICS_QUERIES = [
     ("{ kind = server } | quantile_over_time(duration, .5, .9, .99) by (resource.service.name)", 100),
     ("{} | rate() by (resource.service.name)", 100),
     ("{ status = error } | rate() by (resource.service.name)", 100),
+    ('{ resource.service.name = "frontend" } | quantile_over_time(duration, .5, .9, .99)', 100),
 ]
 
 
