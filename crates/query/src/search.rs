@@ -250,17 +250,6 @@ fn params_of(list: &[(String, ScalarValue)], extra: &[(&str, ScalarValue)]) -> P
     ParamValues::from(values)
 }
 
-/// The per-trace table `t` over the spans that `filter` selects.
-fn trace_table(filter: &str) -> String {
-    format!(
-        "t AS (SELECT trace_id, \
-           first_value(service_name ORDER BY parent_span_id IS NOT NULL, start_time) AS root_service, \
-           first_value(name ORDER BY parent_span_id IS NOT NULL, start_time) AS root_name, \
-           CAST(max(end_time) AS BIGINT) - CAST(min(start_time) AS BIGINT) AS duration_ns \
-         FROM spans WHERE {filter} GROUP BY trace_id)"
-    )
-}
-
 const RANGE: &str = "start_time >= $from AND start_time < $to";
 
 /// The first window of the newest-first search, before the end of the range.
@@ -619,7 +608,7 @@ async fn matching_traces(
         .join(" OR ");
     let (with, join) = if plan.needs_trace {
         (
-            format!("WITH {} ", trace_table(RANGE)),
+            format!("WITH {} ", traceql::trace_table_sql(RANGE)),
             " LEFT JOIN t ON t.trace_id = s.trace_id",
         )
     } else {
@@ -687,7 +676,7 @@ async fn trace_rows(
         .collect();
     let (with, join) = if plan.needs_trace {
         (
-            format!("WITH {} ", trace_table(&in_ids)),
+            format!("WITH {} ", traceql::trace_table_sql(&in_ids)),
             " LEFT JOIN t ON t.trace_id = s.trace_id",
         )
     } else {
