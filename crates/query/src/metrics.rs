@@ -335,24 +335,30 @@ impl Groups {
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(bad)?;
         let value = batch.column(keys + 2);
+        let list = value.as_list_opt::<i32>();
+        // A single-valued aggregate (min, max, avg, sum, or NULL), as f64 once.
+        let scalar = match list {
+            Some(_) => None,
+            None => Some(
+                arrow::compute::cast(value, &arrow::datatypes::DataType::Float64)
+                    .map_err(internal)?,
+            ),
+        };
+        let scalar = scalar.as_ref().map(|s| s.as_primitive::<Float64Type>());
         let exemplar = batch.column(keys + 3);
         for row in 0..batch.num_rows() {
             let key = (0..keys)
                 .map(|i| key_text(batch.column(i), row))
                 .collect::<Result<Vec<_>, _>>()?;
-            let values = if let Some(list) = value.as_list_opt::<i32>() {
-                if list.is_null(row) {
-                    Vec::new()
-                } else {
+            let values = match (list, scalar) {
+                (Some(list), _) if list.is_null(row) => Vec::new(),
+                (Some(list), _) => {
                     let item = list.value(row);
                     let item = item.as_primitive_opt::<Float64Type>().ok_or_else(bad)?;
                     item.iter().collect()
                 }
-            } else {
-                let value = arrow::compute::cast(value, &arrow::datatypes::DataType::Float64)
-                    .map_err(internal)?;
-                let value = value.as_primitive::<Float64Type>();
-                vec![value.is_valid(row).then(|| value.value(row))]
+                (None, Some(value)) => vec![value.is_valid(row).then(|| value.value(row))],
+                (None, None) => unreachable!("a scalar column is cast above"),
             };
             let exemplar_key = if exemplar.is_null(row) {
                 None
