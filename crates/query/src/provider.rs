@@ -5,9 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, Result, project_schema};
+use datafusion::common::stats::Precision;
+use datafusion::common::{
+    ColumnStatistics, DFSchema, Result, ScalarValue, Statistics, project_schema,
+};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -162,7 +165,7 @@ impl LakeTableProvider {
             .with_parquet_file_reader_factory(Arc::new(reader_factory));
         let target = state.config().target_partitions().max(1);
         let mut config = FileScanConfigBuilder::new(url, Arc::new(source))
-            .with_file_groups(group_files(files, target))
+            .with_file_groups(group_files(files, target, &self.schema))
             .with_projection_indices(projection)?
             .with_limit(limit);
         if self.table == Table::Spans {
@@ -213,7 +216,7 @@ impl LakeTableProvider {
 
 /// Splits files into at most `target` groups of similar byte size; files of one
 /// partition and hour stay next to each other.
-fn group_files(files: &[Arc<FileEntry>], target: usize) -> Vec<FileGroup> {
+fn group_files(files: &[Arc<FileEntry>], target: usize, schema: &Schema) -> Vec<FileGroup> {
     let mut sorted: Vec<&Arc<FileEntry>> = files.iter().collect();
     sorted.sort_by(|a, b| {
         (&a.partition, a.min_start_ns, &a.path).cmp(&(&b.partition, b.min_start_ns, &b.path))
@@ -238,18 +241,54 @@ fn group_files(files: &[Arc<FileEntry>], target: usize) -> Vec<FileGroup> {
         }
         current_bytes += file.size_bytes;
         if let Some(group) = out.last_mut() {
-            group.push(partitioned_file(file));
+            group.push(partitioned_file(file, schema));
         }
     }
     out.into_iter().map(FileGroup::new).collect()
 }
 
-fn partitioned_file(file: &FileEntry) -> PartitionedFile {
+/// `file` for DataFusion's Parquet scan of a table with `schema`.
+fn partitioned_file(file: &FileEntry, schema: &Schema) -> PartitionedFile {
     let mut partitioned = PartitionedFile::new(file.path.clone(), file.size_bytes);
     // `PartitionedFile::new` builds the location with `Path::from`, which would
     // escape the `%` of escaped partition values once more.
     partitioned.object_meta.location = file.object_path();
+    partitioned.statistics = Some(Arc::new(partition_constants(file, schema)));
     partitioned
+}
+
+/// Statistics that declare `project` and `service_name` constant in `file`.
+///
+/// Every row of a file has its partition's project and service: rows are
+/// buffered per partition, split by exactly these two (non-null) columns
+/// ([`lighttrace_storage::partition::split_by_partition`]), and a flush writes one
+/// partition per file. Given an exact min = max and no nulls, DataFusion's
+/// Parquet opener replaces both columns by literals in the file's projection and
+/// predicate, so the reader never decodes them (a dictionary page per column
+/// chunk, and a copy of the value per row). Nothing else is declared: a row
+/// count here would let DataFusion answer `count(*)` from statistics, and
+/// unknown statistics leave plans as they were.
+fn partition_constants(file: &FileEntry, schema: &Schema) -> Statistics {
+    let mut statistics = Statistics::new_unknown(schema);
+    for (column, value) in [
+        (columns::PROJECT, &file.partition.project),
+        (columns::SERVICE_NAME, &file.partition.service),
+    ] {
+        let Ok(index) = schema.index_of(column) else {
+            continue;
+        };
+        if schema.field(index).data_type() != &DataType::Utf8 {
+            continue;
+        }
+        let value = ScalarValue::Utf8(Some(value.to_string()));
+        statistics.column_statistics[index] = ColumnStatistics {
+            null_count: Precision::Exact(0),
+            min_value: Precision::Exact(value.clone()),
+            max_value: Precision::Exact(value),
+            ..ColumnStatistics::new_unknown()
+        };
+    }
+    statistics
 }
 
 #[async_trait]
