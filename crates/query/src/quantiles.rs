@@ -20,11 +20,12 @@ use std::mem::size_of;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray, ListBuilder,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Float64Array, Float64Builder,
+    ListArray, ListBuilder, PrimitiveArray,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
@@ -140,13 +141,27 @@ impl QuantilesGroups {
         }
     }
 
-    fn push(&mut self, values: &Float64Array, mut group_of: impl FnMut(usize) -> Option<usize>) {
-        for row in 0..values.len() {
-            if values.is_null(row) {
-                continue;
+    /// Appends each row's value to its group's values: `group_indices[row]`,
+    /// for rows `opt_filter` keeps; nulls are skipped.
+    fn push<T: ArrowPrimitiveType>(
+        &mut self,
+        values: &PrimitiveArray<T>,
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        to_f64: impl Fn(T::Native) -> f64,
+    ) {
+        if values.null_count() == 0 && opt_filter.is_none() {
+            // The common case, without a per-row check (the scan's rows, no FILTER).
+            for (&value, &group) in values.values().iter().zip(group_indices) {
+                self.groups[group].push(to_f64(value));
             }
-            if let Some(group) = group_of(row) {
-                self.groups[group].push(values.value(row));
+            return;
+        }
+        for (row, &group) in group_indices.iter().enumerate().take(values.len()) {
+            let keep =
+                values.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+            if keep {
+                self.groups[group].push(to_f64(values.value(row)));
             }
         }
     }
@@ -214,7 +229,10 @@ fn quantile_lists(groups: &mut [Vec<f64>], fractions: &[f64]) -> ArrayRef {
 
 fn state_list(groups: Vec<Vec<f64>>) -> ArrayRef {
     let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
-    let values: Vec<f64> = groups.into_iter().flatten().collect();
+    let mut values = Vec::with_capacity(groups.iter().map(Vec::len).sum());
+    for group in &groups {
+        values.extend_from_slice(group);
+    }
     Arc::new(ListArray::new(
         Arc::new(Field::new("item", DataType::Float64, true)),
         offsets,
@@ -240,11 +258,15 @@ fn merge_lists(
         let group = group_of(row);
         let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
         let target = &mut inner.groups[group];
-        target.extend(
-            (from..to)
-                .filter(|&i| !values.is_null(i))
-                .map(|i| values.value(i)),
-        );
+        if values.null_count() == 0 {
+            target.extend_from_slice(&values.values()[from..to]);
+        } else {
+            target.extend(
+                (from..to)
+                    .filter(|&i| !values.is_null(i))
+                    .map(|i| values.value(i)),
+            );
+        }
     }
     Ok(())
 }
@@ -258,12 +280,14 @@ impl GroupsAccumulator for QuantilesGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
-        let values = as_f64(&values[0])?;
-        self.push(&values, |row| {
-            opt_filter
-                .is_none_or(|f| f.is_valid(row) && f.value(row))
-                .then(|| group_indices[row])
-        });
+        // Durations are Int64: converted row by row instead of through a cast
+        // array. `as f64` is what the cast does.
+        if let Some(values) = values[0].as_primitive_opt::<Int64Type>() {
+            self.push(values, group_indices, opt_filter, |v| v as f64);
+        } else {
+            let values = as_f64(&values[0])?;
+            self.push(&values, group_indices, opt_filter, |v| v);
+        }
         Ok(())
     }
 
@@ -376,5 +400,82 @@ mod tests {
             }
         }
         assert_eq!(quantiles_of(&mut [], &[0.5]), vec![None]);
+    }
+
+    /// Int64 and Float64 input, with and without nulls and a FILTER, through a
+    /// partial state and a merge: every path must put each value in its group.
+    #[test]
+    fn groups_get_their_own_values_through_state_and_merge() {
+        use arrow::array::Int64Array;
+
+        let fractions = vec![0.0, 0.5, 0.9, 1.0];
+        let rows = 1000usize;
+        let value = |row: usize| ((row * 7919) % 1013) as i64 - 300;
+        let group_of = |row: usize| (row * 31) % 7;
+        let is_null = |row: usize| row % 11 == 3;
+        let filtered_out = |row: usize| row % 5 == 1;
+        let groups: Vec<usize> = (0..rows).map(group_of).collect();
+        let filter = BooleanArray::from((0..rows).map(|r| !filtered_out(r)).collect::<Vec<_>>());
+        for (nulls, filtered) in [(false, false), (true, false), (false, true), (true, true)] {
+            let ints = Int64Array::from(
+                (0..rows)
+                    .map(|r| (!(nulls && is_null(r))).then(|| value(r)))
+                    .collect::<Vec<_>>(),
+            );
+            let floats: ArrayRef = cast(&ints, &DataType::Float64).unwrap();
+            let ints: ArrayRef = Arc::new(ints);
+            let dropped = |r: usize| (nulls && is_null(r)) || (filtered && filtered_out(r));
+            let want: Vec<Vec<Option<f64>>> = (0..7)
+                .map(|g| {
+                    let values: Vec<f64> = (0..rows)
+                        .filter(|&r| group_of(r) == g && !dropped(r))
+                        .map(|r| value(r) as f64)
+                        .collect();
+                    fractions
+                        .iter()
+                        .map(|&q| Some(reference(&values, q)))
+                        .collect()
+                })
+                .collect();
+            for input in [&ints, &floats] {
+                // Two partial accumulators, each with half of the rows.
+                let mut states = Vec::new();
+                for half in [0..rows / 2, rows / 2..rows] {
+                    let mut partial = QuantilesGroups::new(fractions.clone());
+                    let slice = input.slice(half.start, half.len());
+                    let filter_slice = filter.slice(half.start, half.len());
+                    partial
+                        .update_batch(
+                            &[slice],
+                            &groups[half.clone()],
+                            filtered.then_some(&filter_slice),
+                            7,
+                        )
+                        .unwrap();
+                    states.push(partial.state(EmitTo::All).unwrap());
+                }
+                let mut merged = QuantilesGroups::new(fractions.clone());
+                for state in &states {
+                    merged
+                        .merge_batch(state, &(0..7).collect::<Vec<_>>(), 7)
+                        .unwrap();
+                }
+                let result = merged.evaluate(EmitTo::All).unwrap();
+                let result = result.as_list::<i32>();
+                for (g, want) in want.iter().enumerate() {
+                    let got: Vec<Option<f64>> = result
+                        .value(g)
+                        .as_primitive::<Float64Type>()
+                        .iter()
+                        .collect();
+                    assert_eq!(
+                        &got,
+                        want,
+                        "group {g}, nulls {nulls}, filter {filtered}, {}",
+                        input.data_type()
+                    );
+                }
+            }
+        }
     }
 }
