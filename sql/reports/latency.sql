@@ -17,7 +17,10 @@ SELECT bucket, service_name, name, count, error_rate,
        max_ns / 1e6 AS max_ms
 FROM (
   SELECT
-    date_bin($bucket, start_time, TIMESTAMP '1970-01-01T00:00:00Z') AS bucket,
+    -- Without `bucket` the key is the constant NULL, which the planner drops
+    -- from the grouping (date_bin(NULL, …) would be computed and hashed per row).
+    CASE WHEN $bucket IS NULL THEN NULL
+         ELSE date_bin($bucket, start_time, TIMESTAMP '1970-01-01T00:00:00Z') END AS bucket,
     service_name,
     name,
     count(*) AS count,

@@ -232,6 +232,43 @@ async fn reports_bind_parameters_as_values() {
         .await
         .unwrap();
     assert!(rows(none).is_empty());
+    // Without `bucket` the bucket is NULL; with it, one row per bucket.
+    let buckets = |output: &lighttrace_query::QueryOutput| -> Vec<Option<i64>> {
+        output
+            .batches
+            .iter()
+            .flat_map(|batch| {
+                let bucket = batch.column_by_name("bucket").unwrap();
+                let bucket =
+                    arrow::compute::cast(bucket, &arrow::datatypes::DataType::Int64).unwrap();
+                bucket
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let unbucketed = run_report(&engine, latency, &params(&wide), &ProjectScope::All)
+        .await
+        .unwrap();
+    assert_eq!(buckets(&unbucketed), [None; 5]);
+    let mut bucketed = params(&wide);
+    bucketed.push(("bucket".into(), "25ms".into()));
+    let bucketed = run_report(&engine, latency, &bucketed, &ProjectScope::All)
+        .await
+        .unwrap();
+    let at = |ms: i64| Some(BASE_NS + ms * MS);
+    assert_eq!(buckets(&bucketed), [at(0), at(0), at(0), at(25), at(25)]);
+    assert_eq!(
+        rows(bucketed),
+        [
+            ("back".into(), "E".into(), 1),
+            ("front".into(), "A".into(), 2),
+            ("front".into(), "B".into(), 1),
+            ("back".into(), "C".into(), 1),
+            ("back".into(), "D".into(), 1),
+        ]
+    );
     // Another project's caller sees nothing.
     let other = run_report(
         &engine,
