@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use std::future::Future;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::{ParamValues, Result as DfResult};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionContext;
@@ -272,7 +274,7 @@ impl PreparedQuery {
             .collect();
         Ok(StatementShape {
             parameter_types,
-            schema: Arc::new(plan.schema().as_arrow().clone()),
+            schema: text_results(&Arc::new(plan.schema().as_arrow().clone())),
         })
     }
 
@@ -281,7 +283,7 @@ impl PreparedQuery {
         let (ctx, plan) = self.plan().await?;
         let state = ctx.state();
         let physical = state.create_physical_plan(&plan).await.map_err(&df_error)?;
-        let schema = physical.schema();
+        let schema = text_results(&physical.schema());
         // The collected result counts against the query's memory limit too, so
         // `SELECT * FROM spans` over a large lake fails cleanly instead of
         // growing the server without bound.
@@ -294,7 +296,7 @@ impl PreparedQuery {
             result_memory
                 .try_grow(batch.get_array_memory_size())
                 .map_err(&df_error)?;
-            batches.push(batch);
+            batches.push(as_text_results(batch, &schema).map_err(&df_error)?);
         }
         Ok(QueryOutput { schema, batches })
     }
@@ -421,4 +423,75 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// `schema` with Utf8 wherever it has Utf8View, also inside lists, structs
+/// and maps.
+///
+/// The `spans` table reads its text columns as views
+/// ([`crate::provider::sql_schema`]); results go back to clients (JSON, Arrow
+/// IPC, the Postgres wire, the CLI, the reports' callers) as Utf8, the type the
+/// API has always reported.
+fn text_results(schema: &SchemaRef) -> SchemaRef {
+    if !schema.fields().iter().any(|f| holds_view(f.data_type())) {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            f.as_ref()
+                .clone()
+                .with_data_type(without_views(f.data_type()))
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn holds_view(data_type: &DataType) -> bool {
+    without_views(data_type) != *data_type
+}
+
+fn without_views(data_type: &DataType) -> DataType {
+    let field = |f: &FieldRef| {
+        Arc::new(
+            f.as_ref()
+                .clone()
+                .with_data_type(without_views(f.data_type())),
+        )
+    };
+    match data_type {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        other => other.clone(),
+    }
+}
+
+/// `batch` in `schema` (its own, with views cast to Utf8).
+fn as_text_results(batch: RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
+    if batch.schema_ref().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
 }

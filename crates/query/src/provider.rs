@@ -2,10 +2,12 @@
 //! buffered batches ∪ pruned Parquet files.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::{
@@ -95,7 +97,7 @@ impl LakeTableProvider {
             lake,
             scope,
             pinned: None,
-            schema: table.schema(),
+            schema: sql_schema(table),
         }
     }
 
@@ -149,8 +151,9 @@ impl LakeTableProvider {
         // lookup decodes the other columns only for the matching rows.
         options.global.pushdown_filters = true;
         options.global.reorder_filters = true;
-        // The table schema uses Utf8; reading views would only be cast back.
-        options.global.schema_force_view_types = false;
+        // Text columns the table declares as Utf8View (`sql_schema`) are read
+        // as views whatever this says; the others stay Utf8.
+        options.global.schema_force_view_types = true;
 
         let reader_factory = CachedParquetFileReaderFactory::new(
             store,
@@ -190,16 +193,25 @@ impl LakeTableProvider {
             .flat_map(|b| b.batches.iter())
             .filter(|batch| batch.num_rows() > 0)
             .map(|batch| {
-                // Buffers hold batches of the table's schema; field metadata may
-                // differ, which the memory source would reject.
+                // Buffers hold batches of the storage schema: text as Utf8 (cast
+                // to views without copying the bytes), and field metadata
+                // that may differ, which the memory source would reject.
                 if batch.schema() == self.schema {
-                    Ok(batch.clone())
-                } else {
-                    batch
-                        .clone()
-                        .with_schema(Arc::clone(&self.schema))
-                        .map_err(Into::into)
+                    return Ok(batch.clone());
                 }
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .zip(self.schema.fields())
+                    .map(|(column, field)| {
+                        if column.data_type() == field.data_type() {
+                            Ok(Arc::clone(column))
+                        } else {
+                            cast(column, field.data_type())
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
             })
             .collect::<Result<_>>()?;
         let mut partitions = vec![Vec::new(); target.min(batches.len()).max(1)];
@@ -247,6 +259,43 @@ fn group_files(files: &[Arc<FileEntry>], target: usize, schema: &Schema) -> Vec<
     out.into_iter().map(FileGroup::new).collect()
 }
 
+/// The schema SQL sees for `table`: its storage schema, except that the text
+/// columns of `spans` other than the hex ids are `Utf8View`.
+///
+/// Span files store these columns dictionary-encoded. Read as views, a
+/// dictionary page decodes without copying every value into a new string
+/// array, and filters, `GROUP BY` and sorts on them use DataFusion's view
+/// kernels (length and prefix compared inline). Results leave the engine as
+/// Utf8 ([`crate::engine`]), so clients see the types they always saw; only
+/// `arrow_typeof` and `information_schema` tell. The ids stay Utf8: files
+/// store them as bytes and the scan hex-encodes them ([`crate::layout`]).
+pub(crate) fn sql_schema(table: Table) -> SchemaRef {
+    static SPANS: OnceLock<SchemaRef> = OnceLock::new();
+    if table != Table::Spans {
+        return table.schema();
+    }
+    Arc::clone(SPANS.get_or_init(|| with_text_views(&table.schema())))
+}
+
+fn with_text_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let id = matches!(
+                field.name().as_str(),
+                columns::TRACE_ID | columns::SPAN_ID | columns::PARENT_SPAN_ID
+            );
+            if field.data_type() == &DataType::Utf8 && !id {
+                field.as_ref().clone().with_data_type(DataType::Utf8View)
+            } else {
+                field.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// `file` for DataFusion's Parquet scan of a table with `schema`.
 fn partitioned_file(file: &FileEntry, schema: &Schema) -> PartitionedFile {
     let mut partitioned = PartitionedFile::new(file.path.clone(), file.size_bytes);
@@ -277,10 +326,11 @@ fn partition_constants(file: &FileEntry, schema: &Schema) -> Statistics {
         let Ok(index) = schema.index_of(column) else {
             continue;
         };
-        if schema.field(index).data_type() != &DataType::Utf8 {
-            continue;
-        }
-        let value = ScalarValue::Utf8(Some(value.to_string()));
+        let value = match schema.field(index).data_type() {
+            DataType::Utf8 => ScalarValue::Utf8(Some(value.to_string())),
+            DataType::Utf8View => ScalarValue::Utf8View(Some(value.to_string())),
+            _ => continue,
+        };
         statistics.column_statistics[index] = ColumnStatistics {
             null_count: Precision::Exact(0),
             min_value: Precision::Exact(value.clone()),

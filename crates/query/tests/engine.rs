@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{AsArray, Int64Array};
-use arrow::datatypes::Int64Type;
+use arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use lighttrace_query::{
     ProjectScope, QueryConfig, QueryEngine, QueryError, QueryOutput, SpansTableProvider,
+    SqlDialect, SqlRequest,
 };
 use lighttrace_storage::Lake;
 
@@ -191,6 +192,52 @@ async fn partition_columns_are_constants_of_each_file() {
         .find(|line| line.contains("file_type=parquet"))
         .unwrap_or_else(|| panic!("no Parquet scan in {analyzed}"));
     assert!(parquet.contains("bytes_scanned=0,"), "{parquet}");
+    lake.shutdown().await.unwrap();
+}
+
+/// The `spans` table reads text as Utf8View, but results (and the shape
+/// `describe` reports) carry Utf8, also inside lists and structs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_results_are_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    let engine = QueryEngine::new(Arc::clone(&lake), config()).unwrap();
+    let sql = "SELECT service_name, min(arrow_typeof(name)) AS read_as, \
+               array_agg(DISTINCT name ORDER BY name) AS names, \
+               named_struct('kind', min(kind)) AS first_kind \
+               FROM spans WHERE project = 'globex' GROUP BY 1 ORDER BY 1";
+    let output = engine.sql(sql, &ProjectScope::All).await.unwrap();
+    let text = DataType::Utf8;
+    let list = DataType::new_list(text.clone(), true);
+    for (field, want) in output.schema.fields().iter().zip([&text, &text, &list]) {
+        assert_eq!(field.data_type(), want, "{}", field.name());
+    }
+    let DataType::Struct(inner) = output.schema.field(3).data_type() else {
+        panic!("{:?}", output.schema.field(3));
+    };
+    assert_eq!(inner[0].data_type(), &text);
+    for batch in &output.batches {
+        assert_eq!(batch.schema(), output.schema);
+    }
+    assert_eq!(
+        rows(&engine, sql).await,
+        [
+            "api | Utf8View | [POST /orders] | {kind: server}",
+            "db | Utf8View | [INSERT orders] | {kind: client}",
+        ]
+    );
+    let shape = engine
+        .describe(SqlRequest {
+            sql: "SELECT name, kind FROM spans".into(),
+            params: None,
+            scope: ProjectScope::All,
+            dialect: SqlDialect::default(),
+        })
+        .await
+        .unwrap();
+    for field in shape.schema.fields() {
+        assert_eq!(field.data_type(), &text, "{}", field.name());
+    }
     lake.shutdown().await.unwrap();
 }
 
