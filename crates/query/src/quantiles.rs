@@ -130,7 +130,15 @@ impl AggregateUDFImpl for Quantiles {
 #[derive(Debug)]
 struct QuantilesGroups {
     fractions: Vec<f64>,
+    /// Per group, the values `update_batch` added.
     groups: Vec<Vec<f64>>,
+    /// Per group, the parts of merged partial states: slices of the states'
+    /// arrays, kept instead of copied. A final aggregation receives every value
+    /// of the query here; they are copied once, into one exactly sized vector
+    /// per group, when it is evaluated ([`Self::settle`]).
+    merged: Vec<Vec<Float64Array>>,
+    /// How many values `merged` holds, for [`GroupsAccumulator::size`].
+    merged_values: usize,
 }
 
 impl QuantilesGroups {
@@ -138,7 +146,28 @@ impl QuantilesGroups {
         QuantilesGroups {
             fractions,
             groups: Vec::new(),
+            merged: Vec::new(),
+            merged_values: 0,
         }
+    }
+
+    fn resize(&mut self, total_num_groups: usize) {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        self.merged.resize_with(total_num_groups, Vec::new);
+    }
+
+    /// Moves the merged parts of every group into its values.
+    fn settle(&mut self) {
+        for (values, parts) in self.groups.iter_mut().zip(&mut self.merged) {
+            if parts.is_empty() {
+                continue;
+            }
+            values.reserve_exact(parts.iter().map(Array::len).sum());
+            for part in parts.drain(..) {
+                values.extend_from_slice(part.values());
+            }
+        }
+        self.merged_values = 0;
     }
 
     /// Appends each row's value to its group's values: `group_indices[row]`,
@@ -167,6 +196,8 @@ impl QuantilesGroups {
     }
 
     fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<f64>> {
+        self.settle();
+        emit_to.take_needed(&mut self.merged);
         emit_to.take_needed(&mut self.groups)
     }
 }
@@ -257,15 +288,15 @@ fn merge_lists(
         }
         let group = group_of(row);
         let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
-        let target = &mut inner.groups[group];
-        if values.null_count() == 0 {
-            target.extend_from_slice(&values.values()[from..to]);
+        if from == to {
+            continue;
+        }
+        let part = values.slice(from, to - from);
+        if part.null_count() == 0 {
+            inner.merged_values += part.len();
+            inner.merged[group].push(part);
         } else {
-            target.extend(
-                (from..to)
-                    .filter(|&i| !values.is_null(i))
-                    .map(|i| values.value(i)),
-            );
+            inner.groups[group].extend(part.iter().flatten());
         }
     }
     Ok(())
@@ -279,7 +310,7 @@ impl GroupsAccumulator for QuantilesGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.resize(total_num_groups);
         // Durations are Int64: converted row by row instead of through a cast
         // array. `as f64` is what the cast does.
         if let Some(values) = values[0].as_primitive_opt::<Int64Type>() {
@@ -306,7 +337,7 @@ impl GroupsAccumulator for QuantilesGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.resize(total_num_groups);
         merge_lists(self, values, |row| group_indices[row])
     }
 
@@ -338,6 +369,13 @@ impl GroupsAccumulator for QuantilesGroups {
                 .iter()
                 .map(|g| g.capacity() * size_of::<f64>())
                 .sum::<usize>()
+            + self.merged.capacity() * size_of::<Vec<Float64Array>>()
+            + self
+                .merged
+                .iter()
+                .map(|parts| parts.capacity() * size_of::<Float64Array>())
+                .sum::<usize>()
+            + self.merged_values * size_of::<f64>()
     }
 }
 
@@ -354,7 +392,8 @@ impl Accumulator for QuantilesAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        self.inner.groups.resize_with(1, Vec::new);
+        self.inner.resize(1);
+        self.inner.settle();
         let list = quantile_lists(&mut self.inner.groups, &self.inner.fractions);
         ScalarValue::try_from_array(&list, 0)
     }
@@ -364,13 +403,14 @@ impl Accumulator for QuantilesAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        self.inner.groups.resize_with(1, Vec::new);
+        self.inner.resize(1);
+        self.inner.settle();
         let list = state_list(vec![self.inner.groups[0].clone()]);
         Ok(vec![ScalarValue::try_from_array(&list, 0)?])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.inner.groups.resize_with(1, Vec::new);
+        self.inner.resize(1);
         merge_lists(&mut self.inner, states, |_| 0)
     }
 }
