@@ -24,7 +24,9 @@ FROM (
     service_name,
     name,
     count(*) AS count,
-    avg(CASE WHEN status_code = 'error' THEN 1.0 ELSE 0.0 END) AS error_rate,
+    -- The same value as avg(CASE … THEN 1.0 ELSE 0.0 END), without a
+    -- Float64 column per batch.
+    CAST(count(*) FILTER (WHERE status_code = 'error') AS DOUBLE) / count(*) AS error_rate,
     quantiles(duration_ns, 0.50, 0.90, 0.95, 0.99) AS q,
     max(duration_ns) AS max_ns
   FROM spans
