@@ -32,7 +32,7 @@ use lighttrace_model::columns;
 use lighttrace_storage::{BufferedPartition, FileEntry, Lake, LakeSnapshot, Table};
 
 use crate::ProjectScope;
-use crate::exec::SpansScanExec;
+use crate::exec::{CoveredTimeExec, SpansScanExec};
 use crate::layout::SpansFileAdapterFactory;
 use crate::pruning::{PruningStats, ScanConstraints};
 
@@ -416,6 +416,11 @@ impl TableProvider for LakeTableProvider {
         // rows before the filter; the limit moves to the filter instead.
         let source_limit = if scoped.is_some() { None } else { limit };
 
+        // Files wholly inside the query's time range are read without its time
+        // filters, the others with them.
+        let (covered, files): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .partition(|f| constraints.covers(f.min_start_ns, f.max_start_ns));
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {
             inputs.push(self.parquet_exec(
@@ -424,6 +429,19 @@ impl TableProvider for LakeTableProvider {
                 inner_projection.clone(),
                 source_limit,
             )?);
+        }
+        if let (Some(min_ns), Some(max_ns)) = (
+            covered.iter().map(|f| f.min_start_ns).min(),
+            covered.iter().map(|f| f.max_start_ns).max(),
+        ) {
+            let scan =
+                self.parquet_exec(state, &covered, inner_projection.clone(), source_limit)?;
+            inputs.push(Arc::new(CoveredTimeExec::new(
+                scan,
+                self.table.time_column(),
+                min_ns,
+                max_ns,
+            )));
         }
         if !buffered.is_empty() {
             inputs.push(self.buffered_exec(

@@ -120,6 +120,15 @@ impl ScanConstraints {
             && self.start_max_ns.is_none_or(|hi| min_ns <= hi)
     }
 
+    /// True if the query has a time range and `[min_ns, max_ns]` lies wholly
+    /// inside it: a file of such start times is read without the time filters
+    /// ([`crate::exec::CoveredTimeExec`], which checks the filters themselves).
+    pub fn covers(&self, min_ns: i64, max_ns: i64) -> bool {
+        (self.start_min_ns.is_some() || self.start_max_ns.is_some())
+            && self.start_min_ns.is_none_or(|lo| min_ns >= lo)
+            && self.start_max_ns.is_none_or(|hi| max_ns <= hi)
+    }
+
     fn hour_overlaps(&self, key: &PartitionKey) -> bool {
         let first = key.hour_start_ns();
         let last = first.saturating_add(NANOS_PER_HOUR - 1);

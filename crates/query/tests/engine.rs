@@ -195,6 +195,71 @@ async fn partition_columns_are_constants_of_each_file() {
     lake.shutdown().await.unwrap();
 }
 
+/// Files wholly inside the query's time range are read without its time
+/// filters (`CoveredTimeExec`); files that straddle an end of it, and buffered
+/// spans, with them. Every range counts the same spans as the same filter
+/// written so that neither the pruning nor the scan recognizes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_inside_the_time_range_are_read_without_the_time_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    let engine = QueryEngine::new(Arc::clone(&lake), config()).unwrap();
+    // Hours 0 and 1 are files, hour 2 is buffered; each hour's three traces
+    // start at :00, :10 and :20, their spans a millisecond apart.
+    let ranges = [
+        "start_time >= '2000-01-01T00:00:00Z' AND start_time < '2100-01-01T00:00:00Z'",
+        "start_time >= '2024-01-01T01:00:00Z' AND start_time < '2024-01-01T02:00:00Z'",
+        "start_time >= '2024-01-01T00:05:00Z' AND start_time < '2024-01-01T01:15:00Z'",
+        "start_time > '2024-01-01T00:00:00.002Z'",
+        "TIMESTAMP '2024-01-01T01:20:00Z' >= start_time",
+        "start_time BETWEEN '2024-01-01T00:00:00Z' AND '2024-01-01T00:20:00.001Z'",
+        "start_time >= '2024-01-01T01:00:00Z' AND start_time < '2024-01-01T02:00:00Z' \
+         AND (start_time < '2024-01-01T01:10:00Z' OR start_time > '2024-01-01T01:15:00Z')",
+    ];
+    let query = "SELECT count(*), sum(duration_ns), min(start_time), max(start_time) \
+                 FROM spans WHERE {}";
+    for range in ranges {
+        let hidden = range.replace("start_time", "(start_time + INTERVAL '0 seconds')");
+        assert_eq!(
+            rows(&engine, &query.replace("{}", range)).await,
+            rows(&engine, &query.replace("{}", &hidden)).await,
+            "{range}"
+        );
+    }
+    let explained = |sql: String| {
+        let engine = &engine;
+        async move {
+            engine
+                .sql(&format!("EXPLAIN {sql}"), &ProjectScope::All)
+                .await
+                .unwrap()
+                .explain_text()
+        }
+    };
+    // Every file inside: one scan, without the time filter.
+    let plan = explained(query.replace("{}", ranges[0])).await;
+    assert!(plan.contains("CoveredTimeExec: start_time in ["), "{plan}");
+    let parquet: Vec<&str> = plan
+        .lines()
+        .filter(|line| line.contains("file_type=parquet"))
+        .collect();
+    assert_eq!(parquet.len(), 1, "{plan}");
+    assert!(!parquet[0].contains("start_time@"), "{plan}");
+    // Hour 0 cut by the range: it keeps the filter; hour 1 is covered.
+    let plan = explained(query.replace("{}", ranges[3])).await;
+    let parquet: Vec<&str> = plan
+        .lines()
+        .filter(|line| line.contains("file_type=parquet"))
+        .collect();
+    assert_eq!(parquet.len(), 2, "{plan}");
+    assert_eq!(
+        parquet.iter().filter(|l| l.contains("start_time@")).count(),
+        1,
+        "{plan}"
+    );
+    lake.shutdown().await.unwrap();
+}
+
 /// The `spans` table reads text as Utf8View, but results (and the shape
 /// `describe` reports) carry Utf8, also inside lists and structs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
