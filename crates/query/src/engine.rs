@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use std::future::Future;
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::{ParamValues, Result as DfResult};
 use datafusion::error::DataFusionError;
@@ -296,7 +294,7 @@ impl PreparedQuery {
             result_memory
                 .try_grow(batch.get_array_memory_size())
                 .map_err(&df_error)?;
-            batches.push(as_text_results(batch, &schema).map_err(&df_error)?);
+            batches.push(crate::provider::cast_to_schema(batch, &schema).map_err(&df_error)?);
         }
         Ok(QueryOutput { schema, batches })
     }
@@ -469,29 +467,4 @@ fn without_views(data_type: &DataType) -> DataType {
         DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
         other => other.clone(),
     }
-}
-
-/// `batch` in `schema` (its own, with views cast to Utf8).
-fn as_text_results(batch: RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
-    if batch.schema_ref().fields() == schema.fields() {
-        return Ok(batch);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                cast(column, field.data_type())
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        columns,
-        &options,
-    )?)
 }

@@ -122,22 +122,12 @@ impl ExecutionPlan for SpansScanExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return datafusion::common::internal_err!(
-                "SpansScanExec takes one child, got {}",
-                children.len()
-            );
-        }
-        let input = children.swap_remove(0);
         let mut next = SpansScanExec::clone(&self);
-        next.properties = match options.children_properties {
-            ChildrenPropertiesMode::Keep => Arc::clone(&self.properties),
-            ChildrenPropertiesMode::Recompute => Arc::clone(input.properties()),
-        };
-        next.input = input;
+        (next.input, next.properties) =
+            one_child("SpansScanExec", children, &self.properties, options)?;
         Ok(Arc::new(next))
     }
 
@@ -182,6 +172,25 @@ impl ExecutionPlan for SpansScanExec {
     ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
         Ok(FilterPushdownPropagation::if_all(child_pushdown_result))
     }
+}
+
+/// The one child of a pass-through node replacing its children, and the
+/// properties that go with it (`kept` or the child's, as `options` say).
+fn one_child(
+    node: &str,
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+    kept: &Arc<PlanProperties>,
+    options: ReplaceChildrenOptions,
+) -> Result<(Arc<dyn ExecutionPlan>, Arc<PlanProperties>)> {
+    if children.len() != 1 {
+        return datafusion::common::internal_err!("{node} takes one child, got {}", children.len());
+    }
+    let input = children.swap_remove(0);
+    let properties = match options.children_properties {
+        ChildrenPropertiesMode::Keep => Arc::clone(kept),
+        ChildrenPropertiesMode::Recompute => Arc::clone(input.properties()),
+    };
+    Ok((input, properties))
 }
 
 /// A scan of files whose rows all start within `[min_ns, max_ns]`, inside the
@@ -314,22 +323,12 @@ impl ExecutionPlan for CoveredTimeExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return datafusion::common::internal_err!(
-                "CoveredTimeExec takes one child, got {}",
-                children.len()
-            );
-        }
-        let input = children.swap_remove(0);
         let mut next = CoveredTimeExec::clone(&self);
-        next.properties = match options.children_properties {
-            ChildrenPropertiesMode::Keep => Arc::clone(&self.properties),
-            ChildrenPropertiesMode::Recompute => Arc::clone(input.properties()),
-        };
-        next.input = input;
+        (next.input, next.properties) =
+            one_child("CoveredTimeExec", children, &self.properties, options)?;
         Ok(Arc::new(next))
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
@@ -196,22 +196,7 @@ impl LakeTableProvider {
                 // Buffers hold batches of the storage schema: text as Utf8 (cast
                 // to views without copying the bytes), and field metadata
                 // that may differ, which the memory source would reject.
-                if batch.schema() == self.schema {
-                    return Ok(batch.clone());
-                }
-                let columns = batch
-                    .columns()
-                    .iter()
-                    .zip(self.schema.fields())
-                    .map(|(column, field)| {
-                        if column.data_type() == field.data_type() {
-                            Ok(Arc::clone(column))
-                        } else {
-                            cast(column, field.data_type())
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+                cast_to_schema(batch.clone(), &self.schema)
             })
             .collect::<Result<_>>()?;
         let mut partitions = vec![Vec::new(); target.min(batches.len()).max(1)];
@@ -257,6 +242,33 @@ fn group_files(files: &[Arc<FileEntry>], target: usize, schema: &Schema) -> Vec<
         }
     }
     out.into_iter().map(FileGroup::new).collect()
+}
+
+/// `batch` as a batch of `schema`, which has its columns in the same order:
+/// the columns whose type differs are cast (Utf8 ↔ Utf8View, nested types
+/// too), the others are shared; the schema's field metadata replaces the batch's.
+pub(crate) fn cast_to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
 }
 
 /// The schema SQL sees for `table`: its storage schema, except that the text
