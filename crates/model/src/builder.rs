@@ -10,7 +10,10 @@ use arrow::array::{
 };
 
 use crate::ids::hex_lower;
-use crate::schema::{Source, SpanKind, StatusCode, event_fields, link_fields, spans_schema};
+use crate::schema::{
+    Source, SpanKind, StatusCode, event_fields, events_type, link_fields, links_type, spans_schema,
+    with_shared_type,
+};
 use crate::text_columns::{AttrMapColumn, TextColumn, TextRun};
 
 /// The type of a non-string attribute value; see the crate docs for the renderings.
@@ -585,8 +588,11 @@ impl SpanBatchBuilder {
             self.resource_attribute_types.finish(),
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
-            Arc::new(self.events.finish()),
-            Arc::new(self.links.finish()),
+            with_shared_type(
+                &(Arc::new(self.events.finish()) as ArrayRef),
+                &events_type(),
+            ),
+            with_shared_type(&(Arc::new(self.links.finish()) as ArrayRef), &links_type()),
             Arc::new(self.source.finish()),
         ];
         RecordBatch::try_new(spans_schema(), columns)

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use arrow::array::{ArrayData, ArrayRef, make_array};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Column names of the `spans` table. Users type these; they are a contract.
@@ -32,13 +33,22 @@ pub mod columns {
 
 /// Timestamp type of every time column: nanoseconds, UTC.
 pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+    static TYPE: OnceLock<DataType> = OnceLock::new();
+    TYPE.get_or_init(|| DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())))
+        .clone()
 }
+
+// The nested types below are built once and cloned, so every batch's arrays
+// share their `Arc<Field>`s with the schema: comparing two of these types (as
+// `concat` and `RecordBatch::try_new` do for every batch) is then a pointer
+// comparison instead of a walk over field names and metadata.
 
 /// `Map(Utf8 -> Utf8)` with arrow's default field names (`entries`, `keys`, `values`),
 /// as built by `arrow::array::MapBuilder`.
 pub fn attribute_map_type() -> DataType {
-    DataType::Map(Arc::new(map_entries_field()), false)
+    static TYPE: OnceLock<DataType> = OnceLock::new();
+    TYPE.get_or_init(|| DataType::Map(Arc::new(map_entries_field()), false))
+        .clone()
 }
 
 pub(crate) fn map_entries_field() -> Field {
@@ -53,40 +63,91 @@ pub(crate) fn map_entries_field() -> Field {
 }
 
 pub(crate) fn event_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("time", timestamp_type(), false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("attributes", attribute_map_type(), false),
-        Field::new("attribute_types", attribute_map_type(), false),
-    ])
+    static FIELDS: OnceLock<Fields> = OnceLock::new();
+    FIELDS
+        .get_or_init(|| {
+            Fields::from(vec![
+                Field::new("time", timestamp_type(), false),
+                Field::new("name", DataType::Utf8, false),
+                Field::new("attributes", attribute_map_type(), false),
+                Field::new("attribute_types", attribute_map_type(), false),
+            ])
+        })
+        .clone()
 }
 
 pub(crate) fn link_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("trace_id", DataType::Utf8, false),
-        Field::new("span_id", DataType::Utf8, false),
-        Field::new("trace_state", DataType::Utf8, true),
-        Field::new("attributes", attribute_map_type(), false),
-        Field::new("attribute_types", attribute_map_type(), false),
-    ])
+    static FIELDS: OnceLock<Fields> = OnceLock::new();
+    FIELDS
+        .get_or_init(|| {
+            Fields::from(vec![
+                Field::new("trace_id", DataType::Utf8, false),
+                Field::new("span_id", DataType::Utf8, false),
+                Field::new("trace_state", DataType::Utf8, true),
+                Field::new("attributes", attribute_map_type(), false),
+                Field::new("attribute_types", attribute_map_type(), false),
+            ])
+        })
+        .clone()
 }
 
 /// `List(Struct(time, name, attributes, attribute_types))`.
 pub fn events_type() -> DataType {
-    DataType::List(Arc::new(Field::new(
-        "item",
-        DataType::Struct(event_fields()),
-        true,
-    )))
+    static TYPE: OnceLock<DataType> = OnceLock::new();
+    TYPE.get_or_init(|| {
+        DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Struct(event_fields()),
+            true,
+        )))
+    })
+    .clone()
 }
 
 /// `List(Struct(trace_id, span_id, trace_state, attributes, attribute_types))`.
 pub fn links_type() -> DataType {
-    DataType::List(Arc::new(Field::new(
-        "item",
-        DataType::Struct(link_fields()),
-        true,
-    )))
+    static TYPE: OnceLock<DataType> = OnceLock::new();
+    TYPE.get_or_init(|| {
+        DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Struct(link_fields()),
+            true,
+        )))
+    })
+    .clone()
+}
+
+/// `array` with `ty`'s `Arc`s for its type and its children's types. `ty` must
+/// equal the array's type (checked in debug builds): nothing but the type's
+/// allocation changes. Arrow's builders make a fresh `Arc<Field>` for every
+/// list, map and struct they finish; see [`attribute_map_type`] for why sharing
+/// matters.
+pub fn with_shared_type(array: &ArrayRef, ty: &DataType) -> ArrayRef {
+    debug_assert_eq!(array.data_type(), ty);
+    make_array(shared(array.to_data(), ty))
+}
+
+fn shared(data: ArrayData, ty: &DataType) -> ArrayData {
+    let child_types: Vec<&DataType> = match ty {
+        DataType::List(field) | DataType::LargeList(field) | DataType::Map(field, _) => {
+            vec![field.data_type()]
+        }
+        DataType::Struct(fields) => fields.iter().map(|f| f.data_type()).collect(),
+        _ => return data,
+    };
+    let children: Vec<ArrayData> = data
+        .child_data()
+        .iter()
+        .zip(child_types)
+        .map(|(child, ty)| shared(child.clone(), ty))
+        .collect();
+    let builder = data
+        .into_builder()
+        .data_type(ty.clone())
+        .child_data(children);
+    // SAFETY: only the type's allocation changes, to an equal type; the
+    // buffers, children and lengths were valid for it before.
+    unsafe { builder.build_unchecked() }
 }
 
 /// The schema of the `spans` table, in column order.

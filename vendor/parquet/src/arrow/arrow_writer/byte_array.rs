@@ -341,10 +341,21 @@ struct DictEncoder {
     interner: Interner<ByteArrayStorage>,
     indices: Vec<u64>,
     variable_length_bytes: i64,
+    /// LightTrace patch: the key of the value interned last (see `encode`).
+    last_key: Option<u64>,
 }
 
 impl DictEncoder {
     /// Encode `values` to the in-progress page
+    ///
+    /// LightTrace patch: before hashing a value, it is compared with the
+    /// dictionary entry of the previous value's key and with the entry after it.
+    /// Keys are given in first-seen order, so a column that repeats a value
+    /// (a constant column) or a sequence of values (the keys, and often the
+    /// values, of a map column whose rows hold the same attributes) finds its
+    /// key there with one comparison, without hashing. The dictionary's entries
+    /// are distinct, so an entry equal to the value is the value's key: the
+    /// output is the same as upstream's.
     fn encode<T>(&mut self, values: T, indices: impl ExactSizeIterator<Item = usize>)
     where
         T: ArrayAccessor + Copy,
@@ -352,12 +363,31 @@ impl DictEncoder {
     {
         self.indices.reserve(indices.len());
 
+        let mut last = self.last_key;
         for idx in indices {
             let value = values.value(idx);
-            let interned = self.interner.intern(value.as_ref());
+            let value = value.as_ref();
+            let interned = match last.and_then(|key| self.predicted(key, value)) {
+                Some(key) => key,
+                None => self.interner.intern(value),
+            };
+            last = Some(interned);
             self.indices.push(interned);
-            self.variable_length_bytes += value.as_ref().len() as i64;
+            self.variable_length_bytes += value.len() as i64;
         }
+        self.last_key = last;
+    }
+
+    /// `last` or `last + 1` if that dictionary entry equals `value`.
+    #[inline]
+    fn predicted(&self, last: u64, value: &[u8]) -> Option<u64> {
+        let storage = self.interner.storage();
+        [last, last + 1].into_iter().find(|&key| {
+            storage
+                .values
+                .get(key as usize)
+                .is_some_and(|range| range.len() == value.len() && &storage.page[range.clone()] == value)
+        })
     }
 
     fn bit_width(&self) -> u8 {
