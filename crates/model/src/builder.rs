@@ -683,7 +683,9 @@ fn append_two_maps<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::attribute_map_type;
     use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
 
     fn record<'a>(
         attrs: &'a [Attr<'a>],
@@ -710,6 +712,59 @@ mod tests {
             events,
             links,
             source: Source::Otlp,
+        }
+    }
+
+    /// The `Arc<Field>` under a list, map or struct type (its first child field).
+    fn child_field(ty: &DataType) -> &Arc<arrow::datatypes::Field> {
+        match ty {
+            DataType::List(field) | DataType::Map(field, _) => field,
+            DataType::Struct(fields) => &fields[0],
+            other => panic!("{other} has no child field"),
+        }
+    }
+
+    #[test]
+    fn nested_types_share_the_schemas_arcs() {
+        let attrs = [Attr::string("k", "v")];
+        let events = [EventRecord {
+            time_ns: 1,
+            name: "e".into(),
+            attributes: vec![Attr::string("a", "b")],
+        }];
+        let schema = spans_schema();
+        for _ in 0..2 {
+            let mut builder = SpanBatchBuilder::new();
+            builder.append(&record(&attrs, &events, &[]));
+            let batch = builder.finish();
+            for name in ["attributes", "resource_attributes", "events", "links"] {
+                let ours = batch.column_by_name(name).unwrap().data_type();
+                let theirs = schema.field_with_name(name).unwrap().data_type();
+                assert!(
+                    Arc::ptr_eq(child_field(ours), child_field(theirs)),
+                    "{name}: a fresh Arc<Field>"
+                );
+            }
+            // Inside the events' struct: the attribute map's entries field.
+            let item = child_field(batch.column_by_name("events").unwrap().data_type());
+            let DataType::Struct(fields) = item.data_type() else {
+                panic!("events are a list of structs")
+            };
+            let map = fields.find("attributes").unwrap().1.data_type();
+            assert!(Arc::ptr_eq(
+                child_field(map),
+                child_field(&attribute_map_type())
+            ));
+            let events = batch.column_by_name("events").unwrap().as_list::<i32>();
+            let map_array = events
+                .values()
+                .as_struct()
+                .column_by_name("attributes")
+                .unwrap();
+            assert!(Arc::ptr_eq(
+                child_field(map_array.data_type()),
+                child_field(&attribute_map_type())
+            ));
         }
     }
 

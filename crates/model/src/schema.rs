@@ -94,27 +94,17 @@ pub(crate) fn link_fields() -> Fields {
 /// `List(Struct(time, name, attributes, attribute_types))`.
 pub fn events_type() -> DataType {
     static TYPE: OnceLock<DataType> = OnceLock::new();
-    TYPE.get_or_init(|| {
-        DataType::List(Arc::new(Field::new(
-            "item",
-            DataType::Struct(event_fields()),
-            true,
-        )))
-    })
-    .clone()
+    TYPE.get_or_init(|| list_of_structs(event_fields())).clone()
 }
 
 /// `List(Struct(trace_id, span_id, trace_state, attributes, attribute_types))`.
 pub fn links_type() -> DataType {
     static TYPE: OnceLock<DataType> = OnceLock::new();
-    TYPE.get_or_init(|| {
-        DataType::List(Arc::new(Field::new(
-            "item",
-            DataType::Struct(link_fields()),
-            true,
-        )))
-    })
-    .clone()
+    TYPE.get_or_init(|| list_of_structs(link_fields())).clone()
+}
+
+fn list_of_structs(fields: Fields) -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
 }
 
 /// `array` with `ty`'s `Arc`s for its type and its children's types. `ty` must
