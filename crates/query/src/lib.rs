@@ -7,7 +7,8 @@
 //!                                                                       │ spans
 //!                                                         ▼
 //!                          SpansTableProvider: one Lake::snapshot() per scan
-//!                             ├── files   pruned by project / service / time / trace id,
+//!                             ├── files   pruned by project / service / time / trace id /
+//!                             │           attribute values (the catalog's index),
 //!                             │           then Parquet (row groups, page index, bloom filters)
 //!                             └── buffers pruned by project / service / time
 //!                                          ▼
@@ -68,6 +69,7 @@
 //! # }
 //! ```
 
+mod attribute_pruning;
 pub mod encode;
 mod engine;
 mod error;

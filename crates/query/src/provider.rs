@@ -31,10 +31,11 @@ use datafusion::physical_plan::union::UnionExec;
 use lighttrace_model::columns;
 use lighttrace_storage::{BufferedPartition, FileEntry, Lake, LakeSnapshot, Table};
 
+use crate::attribute_pruning::AttributePruner;
 use crate::ProjectScope;
 use crate::exec::{CoveredTimeExec, SpansScanExec};
 use crate::layout::SpansFileAdapterFactory;
-use crate::pruning::{PruningStats, ScanConstraints};
+use crate::pruning::{PruneReason, PruningStats, ScanConstraints};
 
 /// The URL under which the lake's object store is registered in DataFusion's
 /// `RuntimeEnv`; [`FileEntry::path`] is relative to it.
@@ -384,6 +385,7 @@ impl TableProvider for LakeTableProvider {
         };
         let constraints =
             ScanConstraints::with_time_column(filters, &self.scope, self.table.time_column());
+        let attributes = AttributePruner::new(filters, &self.schema);
         let scoped = self.scoped_project();
         let in_scope = |project: &str| scoped.is_none_or(|p| p == project);
 
@@ -393,7 +395,10 @@ impl TableProvider for LakeTableProvider {
             if !in_scope(&file.partition.project) {
                 continue;
             }
-            let reason = constraints.prune_file(file);
+            let reason = constraints.prune_file(file).or_else(|| {
+                (!attributes.is_empty() && attributes.prunes(file))
+                    .then_some(PruneReason::Attributes)
+            });
             pruning.count_file(reason);
             if reason.is_none() {
                 files.push(Arc::clone(file));

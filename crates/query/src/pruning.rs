@@ -10,6 +10,7 @@
 //! | `service_name = 's'`, `service_name IN (…)` | partition key |
 //! | `start_time` `>`, `>=`, `<`, `<=`, `=`, `BETWEEN` a timestamp | partition hour, file min/max start |
 //! | `trace_id = '…'`, `trace_id IN (…)` | the file's trace-id filter ([`FileEntry::may_contain_trace`]) |
+//! | conditions on `attributes['k']`, `resource_attributes['k']` alone | the file's attribute index ([`crate::attribute_pruning`]) |
 //!
 //! Anything else is ignored here (DataFusion applies every filter again above the
 //! scan, so ignoring one only costs reading more). A constraint is only ever
@@ -194,6 +195,8 @@ pub(crate) enum PruneReason {
     Partition,
     Time,
     TraceId,
+    /// The file's attribute index ([`crate::attribute_pruning`]).
+    Attributes,
 }
 
 /// Counters of one scan's pruning, shown by [`SpansScanExec`](crate::SpansScanExec).
@@ -206,6 +209,7 @@ pub struct PruningStats {
     pub files_pruned_partition: usize,
     pub files_pruned_time: usize,
     pub files_pruned_trace_id: usize,
+    pub files_pruned_attributes: usize,
     pub buffered_total: usize,
     pub buffered_scanned: usize,
 }
@@ -218,6 +222,7 @@ impl PruningStats {
             Some(PruneReason::Partition) => self.files_pruned_partition += 1,
             Some(PruneReason::Time) => self.files_pruned_time += 1,
             Some(PruneReason::TraceId) => self.files_pruned_trace_id += 1,
+            Some(PruneReason::Attributes) => self.files_pruned_attributes += 1,
         }
     }
 }
@@ -226,12 +231,13 @@ impl fmt::Display for PruningStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "files={}/{} (pruned: partition={}, time={}, trace_id={}), buffered={}/{}",
+            "files={}/{} (pruned: partition={}, time={}, trace_id={}, attributes={}), buffered={}/{}",
             self.files_scanned,
             self.files_total,
             self.files_pruned_partition,
             self.files_pruned_time,
             self.files_pruned_trace_id,
+            self.files_pruned_attributes,
             self.buffered_scanned,
             self.buffered_total
         )

@@ -524,3 +524,68 @@ async fn files_of_the_text_layout_and_the_compact_layout_read_as_one_table() {
     .await;
     assert_eq!(joined, ["36"]);
 }
+
+/// Conditions on attribute entries skip the files whose catalogued value sets
+/// rule them out, and count exactly what the same conditions count when the
+/// pruning cannot see them (an `OR` with a never-true test of another column).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_skipped_by_their_attribute_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    let engine = QueryEngine::new(Arc::clone(&lake), config()).unwrap();
+    let conditions = [
+        "attributes['http.route'] = '/cart'",
+        "attributes['http.route'] = '/nope'",
+        "attributes['http.route'] IN ('/orders', '/nope')",
+        "attributes['http.route'] IS NULL",
+        "attributes['http.route'] IS NOT NULL",
+        "attributes['db.system'] <> 'mysql'",
+        "regexp_like(attributes['http.method'], '^P')",
+        "coalesce(attributes['peer.service'], resource_attributes['peer.service']) = 'stripe'",
+        "attributes['nope'] IS NOT NULL",
+    ];
+    let query = "SELECT count(*), sum(duration_ns) FROM spans WHERE {}";
+    for condition in conditions {
+        let hidden = format!("({condition} OR span_id IS NULL)");
+        let expected = rows(&engine, &query.replace("{}", &hidden)).await;
+        assert_eq!(
+            rows(&engine, &query.replace("{}", condition)).await,
+            expected,
+            "{condition}"
+        );
+    }
+    let plan = engine
+        .sql(
+            &format!(
+                "EXPLAIN {}",
+                query.replace("{}", "attributes['http.route'] = '/nope'")
+            ),
+            &ProjectScope::All,
+        )
+        .await
+        .unwrap()
+        .explain_text();
+    let files = lake.snapshot().files.len();
+    assert!(
+        plan.contains(&format!(
+            "files=0/{files} (pruned: partition=0, time=0, trace_id=0, attributes={files})"
+        )),
+        "{plan}"
+    );
+    // Only the files with a `/cart` route are read.
+    let plan = engine
+        .sql(
+            &format!("EXPLAIN {}", query.replace("{}", conditions[0])),
+            &ProjectScope::All,
+        )
+        .await
+        .unwrap()
+        .explain_text();
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("SpansScanExec"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(!scan.contains("attributes=0)"), "{scan}");
+    assert!(!scan.contains(&format!("files={files}/")), "{scan}");
+    lake.shutdown().await.unwrap();
+}

@@ -36,6 +36,13 @@
 //! table other than `spans` (absent for `spans`, so catalogs of spans only read
 //! as they always did). For those tables `min_start_ns`/`max_start_ns` bound
 //! the table's time column and the `end` pair repeats them.
+//!
+//! A `spans` file written since the attribute index exists also has
+//! `attributes`: per map (`span`, `resource`) whether its key list is
+//! `complete` and, per key, `in_every_row`, the distinct `values` when there
+//! are few (see [`crate::attribute_index`]) and `null_value`. Entries without
+//! it (older files, other tables) read as they always did and are never
+//! pruned by attribute.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +54,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::attribute_index::AttributeIndex;
 use crate::error::{Result, StorageError};
 use crate::partition::PartitionKey;
 use crate::table::Table;
@@ -77,6 +85,9 @@ pub struct FileEntry {
     pub max_wal_seq: u64,
     /// Membership filter over the file's trace ids.
     pub trace_filter: TraceIdFilter,
+    /// The attribute values of a `spans` file; `None` for other tables and
+    /// for files catalogued before the index existed.
+    pub attribute_index: Option<Arc<AttributeIndex>>,
 }
 
 impl FileEntry {
@@ -109,6 +120,8 @@ struct FileJson {
     max_end_ns: i64,
     max_wal_seq: u64,
     trace_filter: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attributes: Option<AttributeIndex>,
 }
 
 impl From<&FileEntry> for FileJson {
@@ -128,6 +141,7 @@ impl From<&FileEntry> for FileJson {
             max_end_ns: f.max_end_ns,
             max_wal_seq: f.max_wal_seq,
             trace_filter: BASE64.encode(f.trace_filter.to_bytes()),
+            attributes: f.attribute_index.as_deref().cloned(),
         }
     }
 }
@@ -157,6 +171,7 @@ impl TryFrom<FileJson> for FileEntry {
             max_end_ns: f.max_end_ns,
             max_wal_seq: f.max_wal_seq,
             trace_filter: filter,
+            attribute_index: f.attributes.map(Arc::new),
         })
     }
 }
@@ -432,6 +447,7 @@ mod tests {
             max_end_ns: 4,
             max_wal_seq: seq,
             trace_filter: filter,
+            attribute_index: None,
         })
     }
 
@@ -493,6 +509,37 @@ mod tests {
         let unknown = json.replace(r#""logs""#, r#""metrics""#);
         let err = FileEntry::try_from(serde_json::from_str::<FileJson>(&unknown).unwrap());
         assert!(err.unwrap_err().to_string().contains("unknown table"));
+    }
+
+    #[test]
+    fn attribute_index_round_trips_and_is_optional() {
+        use crate::attribute_index::{KeyValues, MapIndex};
+        let mut file = (*entry("spans/a.parquet", 1)).clone();
+        let json = serde_json::to_string(&FileJson::from(&file)).unwrap();
+        assert!(!json.contains("attributes"), "{json}");
+        let span = MapIndex {
+            complete: true,
+            keys: [(
+                "http.route".to_string(),
+                KeyValues {
+                    in_every_row: false,
+                    values: Some(["/a".to_string(), "/b".to_string()].into()),
+                    null_value: false,
+                },
+            )]
+            .into(),
+        };
+        file.attribute_index = Some(Arc::new(AttributeIndex {
+            span,
+            resource: MapIndex::default(),
+        }));
+        let json = serde_json::to_string(&FileJson::from(&file)).unwrap();
+        assert!(
+            json.contains(r#""attributes":{"span":{"complete":true,"keys":{"http.route":{"in_every_row":false,"values":["/a","/b"]}}}"#),
+            "{json}"
+        );
+        let back = FileEntry::try_from(serde_json::from_str::<FileJson>(&json).unwrap()).unwrap();
+        assert_eq!(back, file);
     }
 
     #[tokio::test]

@@ -35,6 +35,7 @@ use crate::config::{ParquetOptions, SortOrder};
 use crate::error::{Result, StorageError};
 use crate::layout::{LAYOUT_METADATA_KEY, decode_lower_hex, file_schema, to_file_batch};
 use crate::table::Table;
+use crate::attribute_index::{AttributeIndex, AttributeIndexBuilder};
 use crate::trace_filter::TraceIdFilter;
 
 /// A Parquet file image and what the catalog records about it.
@@ -46,6 +47,8 @@ pub struct EncodedFile {
     pub min_end_ns: i64,
     pub max_end_ns: i64,
     pub trace_filter: TraceIdFilter,
+    /// The values of the span and resource attributes (`spans` files only).
+    pub attribute_index: Option<AttributeIndex>,
 }
 
 fn writer_properties(
@@ -240,6 +243,7 @@ fn encode_plain(
         min_end_ns: min_ns,
         max_end_ns: max_ns,
         trace_filter,
+        attribute_index: None,
     })
 }
 
@@ -320,6 +324,8 @@ fn encode_with(batches: &[RecordBatch], options: &ParquetOptions) -> Result<Opti
     let trace_idx = schema.index_of(columns::TRACE_ID)?;
     let start_idx = schema.index_of(columns::START_TIME)?;
     let end_idx = schema.index_of(columns::END_TIME)?;
+    let attributes_idx = schema.index_of(columns::ATTRIBUTES)?;
+    let resource_idx = schema.index_of(columns::RESOURCE_ATTRIBUTES)?;
     // Arrival order writes the batches in order, coalesced into chunks of
     // `WRITE_CHUNK_ROWS`; the other orders gather the rows once, into one sorted batch.
     let sorted: Vec<RecordBatch> = match options.sort_order {
@@ -384,6 +390,7 @@ fn encode_with(batches: &[RecordBatch], options: &ParquetOptions) -> Result<Opti
     let mut last: Option<[u8; 16]> = None;
     let (mut min_start_ns, mut max_start_ns) = (i64::MAX, i64::MIN);
     let (mut min_end_ns, mut max_end_ns) = (i64::MAX, i64::MIN);
+    let mut attribute_index = AttributeIndexBuilder::default();
 
     for chunk in chunks {
         // Buffered batches are small (one per request and partition): each call
@@ -408,6 +415,8 @@ fn encode_with(batches: &[RecordBatch], options: &ParquetOptions) -> Result<Opti
                 .values(),
         );
         (min_end_ns, max_end_ns) = (min_end_ns.min(lo), max_end_ns.max(hi));
+        attribute_index.span.add(batch.column(attributes_idx));
+        attribute_index.resource.add(batch.column(resource_idx));
 
         let converted = to_file_batch(batch, options)?;
         let same_types = converted
@@ -456,6 +465,7 @@ fn encode_with(batches: &[RecordBatch], options: &ParquetOptions) -> Result<Opti
         min_end_ns,
         max_end_ns,
         trace_filter,
+        attribute_index: Some(attribute_index.finish()),
     }))
 }
 

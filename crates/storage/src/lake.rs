@@ -858,6 +858,7 @@ impl Lake {
             max_end_ns: encoded.max_end_ns,
             max_wal_seq,
             trace_filter: encoded.trace_filter,
+            attribute_index: encoded.attribute_index.map(Arc::new),
         })
     }
 }

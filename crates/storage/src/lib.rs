@@ -20,6 +20,7 @@
 //! Stored formats, each with magic bytes, a version and checksums, are documented
 //! in their modules: [`wal`] (segments) and [`catalog`] (log and checkpoints).
 
+pub mod attribute_index;
 mod buffer;
 pub mod catalog;
 mod config;

@@ -409,7 +409,7 @@ mod tests {
         let (sql, params) = search_sql(&search);
         let plan = explain(sql, params).await;
         assert!(
-            plan.contains("files=1/3 (pruned: partition=1, time=1, trace_id=0)"),
+            plan.contains("files=1/3 (pruned: partition=1, time=1, trace_id=0, attributes=0)"),
             "{plan}"
         );
 
