@@ -11,7 +11,8 @@ spans per trace, so the default 1,050,000 traces give ~10M spans) whose start
 times spread over --window (default 1h: every span lies in the searched hour;
 --window 24h spreads the same spans over a day and the search reads its last
 hour). The lake lives in --lake-root under a name made of the parameters
-(traces, seed, window) and is reused by later runs; its start time is kept in
+(traces, seed, window, and LAKE_FORMAT: lakes written before the catalog
+kept attribute value sets are regenerated) and is reused by later runs; its start time is kept in
 `meta.json` next to it, so the searched hour is always the lake's last hour,
 passed explicitly as `start`/`end` (unix seconds), as Grafana does. --clean
 deletes it afterwards.
@@ -80,10 +81,15 @@ def window_seconds(text):
     return int(text)
 
 
+# 2: the catalog records each file's attribute value sets (search prunes by them).
+LAKE_FORMAT = 2
+
+
 def lake(args):
     """The lake for these parameters: generated once, then reused. Returns
     (data dir, meta)."""
-    root = os.path.join(args.lake_root, f"lighttrace-tempo-t{args.traces}-s{args.seed}-w{args.window}")
+    root = os.path.join(args.lake_root,
+                        f"lighttrace-tempo-t{args.traces}-s{args.seed}-w{args.window}-f{LAKE_FORMAT}")
     data = os.path.join(root, "lake")
     meta_path = os.path.join(root, "meta.json")
     if os.path.exists(meta_path) and os.path.isdir(os.path.join(data, "spans")):

@@ -26,8 +26,8 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
-use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use lighttrace_model::columns;
 use lighttrace_storage::FileEntry;
@@ -158,8 +158,7 @@ impl Condition {
             .ok()?;
         let schema = Arc::new(Schema::new(fields));
         let df_schema = DFSchema::try_from(Arc::clone(&schema)).ok()?;
-        let predicate =
-            create_physical_expr(
+        let predicate = create_physical_expr(
             &conjunct,
             &df_schema,
             &ExecutionProps::new(),
@@ -280,10 +279,10 @@ mod tests {
     use super::*;
     use crate::provider::sql_schema;
     use datafusion::prelude::SessionContext;
+    use lighttrace_storage::Table;
     use lighttrace_storage::attribute_index::KeyValues;
     use lighttrace_storage::partition::PartitionKey;
     use lighttrace_storage::trace_filter::TraceIdFilter;
-    use lighttrace_storage::Table;
 
     fn values(values: &[&str], in_every_row: bool) -> KeyValues {
         KeyValues {
@@ -300,8 +299,10 @@ mod tests {
             complete: true,
             ..Default::default()
         };
-        span.keys.insert("code".into(), values(&["200", "503"], true));
-        span.keys.insert("route".into(), values(&["/a", "/b"], false));
+        span.keys
+            .insert("code".into(), values(&["200", "503"], true));
+        span.keys
+            .insert("route".into(), values(&["/a", "/b"], false));
         span.keys.insert(
             "ip".into(),
             KeyValues {
@@ -361,7 +362,9 @@ mod tests {
         ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
             *self.filters.lock().unwrap() = filters.to_vec();
             let schema = datafusion::common::project_schema(&self.schema(), projection)?;
-            Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema)))
+            Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                schema,
+            )))
         }
     }
 
@@ -384,14 +387,32 @@ mod tests {
     async fn prunes_only_what_no_span_can_pass() {
         let cases = [
             // TraceQL's forms, as the planner writes them.
-            ("coalesce(TRY_CAST(s.attributes['code'] AS DOUBLE) = 500.0, FALSE)", true),
-            ("coalesce(TRY_CAST(attributes['code'] AS DOUBLE) = 503.0, FALSE)", false),
-            ("coalesce(TRY_CAST(attributes['code'] AS DOUBLE) >= 500.0, FALSE)", false),
-            ("coalesce(TRY_CAST(attributes['code'] AS DOUBLE) > 503.0, FALSE)", true),
+            (
+                "coalesce(TRY_CAST(s.attributes['code'] AS DOUBLE) = 500.0, FALSE)",
+                true,
+            ),
+            (
+                "coalesce(TRY_CAST(attributes['code'] AS DOUBLE) = 503.0, FALSE)",
+                false,
+            ),
+            (
+                "coalesce(TRY_CAST(attributes['code'] AS DOUBLE) >= 500.0, FALSE)",
+                false,
+            ),
+            (
+                "coalesce(TRY_CAST(attributes['code'] AS DOUBLE) > 503.0, FALSE)",
+                true,
+            ),
             ("coalesce(attributes['route'] = '/c', FALSE)", true),
             ("coalesce(attributes['route'] = '/b', FALSE)", false),
-            ("coalesce(regexp_like(attributes['route'], '^(?:/c.*)$'), FALSE)", true),
-            ("coalesce(regexp_like(attributes['route'], '^(?:/a.*)$'), FALSE)", false),
+            (
+                "coalesce(regexp_like(attributes['route'], '^(?:/c.*)$'), FALSE)",
+                true,
+            ),
+            (
+                "coalesce(regexp_like(attributes['route'], '^(?:/a.*)$'), FALSE)",
+                false,
+            ),
             // Absent from a complete index: NULL everywhere.
             ("attributes['missing'] IS NOT NULL", true),
             ("attributes['missing'] IS NULL", false),
@@ -403,11 +424,23 @@ mod tests {
             ("attributes['ip'] = '10.0.0.1'", false),
             ("resource_attributes['other'] = 'x'", false),
             ("resource_attributes['region'] = 'us'", true),
-            ("coalesce(attributes['region'], resource_attributes['region']) = 'us'", true),
-            ("coalesce(attributes['region'], resource_attributes['region']) = 'eu'", false),
+            (
+                "coalesce(attributes['region'], resource_attributes['region']) = 'us'",
+                true,
+            ),
+            (
+                "coalesce(attributes['region'], resource_attributes['region']) = 'eu'",
+                false,
+            ),
             // Both entries in one conjunct, every combination tried.
-            ("attributes['route'] = '/a' AND attributes['code'] = '404'", true),
-            ("attributes['route'] = '/a' OR attributes['code'] = '404'", false),
+            (
+                "attributes['route'] = '/a' AND attributes['code'] = '404'",
+                true,
+            ),
+            (
+                "attributes['route'] = '/a' OR attributes['code'] = '404'",
+                false,
+            ),
             // Other columns make the conjunct undecidable here.
             ("attributes['code'] = '500' OR name = 'x'", false),
             ("cardinality(attributes) = 0", false),

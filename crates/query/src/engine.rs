@@ -1,6 +1,6 @@
 //! [`QueryEngine`]: one sandboxed, time- and memory-limited SQL query at a time per call.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use std::future::Future;
@@ -92,6 +92,30 @@ impl QueryEngine {
     ///
     /// Must be called from within a tokio runtime (it times the query with
     /// `tokio::time`). Dropping the returned future cancels the query.
+    /// The services with spans (in files or buffered) that may start in
+    /// `[from_ns, to_ns)`, as the catalog and the buffers say, within `scope`.
+    pub fn services(&self, scope: &ProjectScope, from_ns: i64, to_ns: i64) -> BTreeSet<String> {
+        let snapshot = self.lake.snapshot();
+        let in_scope = |project: &str| match scope {
+            ProjectScope::All => true,
+            ProjectScope::Project(p) => p == project,
+        };
+        let overlaps = |min: i64, max: i64| min < to_ns && max >= from_ns;
+        let files = snapshot
+            .files_of(Table::Spans)
+            .filter(|f| overlaps(f.min_start_ns, f.max_start_ns))
+            .map(|f| &f.partition);
+        let buffered = snapshot
+            .buffered_of(Table::Spans)
+            .filter(|b| overlaps(b.min_start_ns, b.max_start_ns))
+            .map(|b| &b.key);
+        files
+            .chain(buffered)
+            .filter(|key| in_scope(&key.project))
+            .map(|key| key.service.to_string())
+            .collect()
+    }
+
     pub async fn sql(&self, sql: &str, scope: &ProjectScope) -> Result<QueryOutput, QueryError> {
         self.sql_with_params(sql, None, scope).await
     }

@@ -73,6 +73,7 @@ pub fn aggregate_functions() -> Vec<AggregateUDF> {
         AggregateUDF::from(CriticalPath::new()),
         AggregateUDF::from(CriticalPath::by_operation()),
         AggregateUDF::from(crate::quantiles::Quantiles::new()),
+        AggregateUDF::from(crate::step_series::StepSeries::new()),
     ]
 }
 

@@ -84,6 +84,7 @@ mod quantiles;
 pub mod reports;
 mod sandbox;
 pub mod search;
+pub mod step_series;
 pub mod trace;
 pub mod traceql;
 

@@ -242,6 +242,9 @@ fn group_sql(query: &MetricsQuery) -> Vec<String> {
     keys
 }
 
+/// Most steps the exemplar lookup reads as scans of their own.
+const MAX_EXEMPLAR_STEP_SCANS: usize = 16;
+
 const STEP_SQL: &str = "(CAST(s.start_time AS BIGINT) - $origin) / $step";
 
 /// Runs `request` for `scope`.
@@ -253,6 +256,11 @@ pub async fn query_range(
     let query = &request.query;
     let spans = spans_sql(request);
     let keys = group_sql(query);
+    if let Some(groups) = step_series(engine, scope, request, &spans).await? {
+        let mut result = build_series(request, &groups);
+        attach_exemplars(engine, scope, request, &spans, &keys, &groups, &mut result).await?;
+        return Ok(result);
+    }
     let key_columns: String = keys
         .iter()
         .enumerate()
@@ -292,6 +300,136 @@ pub async fn query_range(
     let mut result = build_series(request, &groups);
     attach_exemplars(engine, scope, request, &spans, &keys, &groups, &mut result).await?;
     Ok(result)
+}
+
+/// The series of the common queries, `quantile_over_time`, `rate` and
+/// `count_over_time` without `by` or `by(resource.service.name)`, with the
+/// [`step_series`](crate::step_series) aggregate: one aggregate without
+/// `GROUP BY` per service (the catalog names the services with spans in the
+/// range), each scan pruned to its service's files. `None` for other queries,
+/// which group in SQL.
+///
+/// Grouping 10M spans by service and step in SQL hashes the service name and
+/// the step of every span; the service is a constant of each file.
+async fn step_series(
+    engine: &QueryEngine,
+    scope: &ProjectScope,
+    request: &MetricsRequest,
+    spans: &Sql,
+) -> Result<Option<Groups>, QueryError> {
+    let query = &request.query;
+    let (fractions, value) = match &query.function {
+        MetricsFunction::QuantileOverTime(_, fractions) => (
+            fractions.clone(),
+            value_sql(&query.function).expect("an attribute"),
+        ),
+        MetricsFunction::Rate | MetricsFunction::CountOverTime => {
+            (Vec::new(), "CAST(NULL AS DOUBLE)".to_owned())
+        }
+        _ => return Ok(None),
+    };
+    let by_service = match query.by.as_slice() {
+        [] => false,
+        [attribute] if traceql::column_sql(attribute) == "s.service_name" => true,
+        _ => return Ok(None),
+    };
+    let key = exemplar_key_sql(&query.function);
+    let integer_key = matches!(query.function.attribute(), None | Some(Attribute::Duration));
+    let fractions: String = fractions.iter().map(|q| format!(", {q:?}")).collect();
+    let aggregate = format!(
+        "step_series(CAST(s.start_time AS BIGINT), {value}, {key}, $origin, $step{fractions}) AS t"
+    );
+    let mut params = spans.params.clone();
+    let sql = if by_service {
+        let services = engine.services(scope, request.aligned_start(), request.end_ns);
+        if services.is_empty() {
+            return Ok(Some(Groups::default()));
+        }
+        let branches: Vec<String> = services
+            .into_iter()
+            .enumerate()
+            .map(|(i, service)| {
+                params.insert(format!("svc{i}"), ScalarValue::Utf8(Some(service)));
+                format!(
+                    "SELECT CAST($svc{i} AS VARCHAR) AS k0, {aggregate} {from_where} \
+                     AND s.service_name = $svc{i}",
+                    from_where = spans.from_where
+                )
+            })
+            .collect();
+        format!("{}{}", spans.with, branches.join(" UNION ALL "))
+    } else {
+        format!(
+            "{}SELECT {aggregate} {from_where}",
+            spans.with,
+            from_where = spans.from_where
+        )
+    };
+    let output = engine
+        .sql_with_params(&sql, Some(ParamValues::from(params)), scope)
+        .await?;
+    let mut groups = Groups::default();
+    let bad = || QueryError::Internal("unexpected step_series result".into());
+    for batch in &output.batches {
+        let series = batch
+            .column(batch.num_columns() - 1)
+            .as_struct_opt()
+            .ok_or_else(bad)?;
+        let list = |name: &str, row: usize| -> Result<ArrayRef, QueryError> {
+            let column = series.column_by_name(name).ok_or_else(bad)?;
+            Ok(column.as_list_opt::<i32>().ok_or_else(bad)?.value(row))
+        };
+        for row in 0..batch.num_rows() {
+            let key = if by_service {
+                vec![key_text(batch.column(0), row)?]
+            } else {
+                Vec::new()
+            };
+            let (steps, counts, xs, quantiles) = (
+                list("step", row)?,
+                list("n", row)?,
+                list("x", row)?,
+                list("q", row)?,
+            );
+            let steps = steps.as_primitive_opt::<Int64Type>().ok_or_else(bad)?;
+            let counts = counts.as_primitive_opt::<Int64Type>().ok_or_else(bad)?;
+            let xs = xs.as_primitive_opt::<Float64Type>().ok_or_else(bad)?;
+            let quantiles = quantiles
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(bad)?;
+            if steps.is_empty() {
+                continue;
+            }
+            let per_step = quantiles.len() / steps.len();
+            let rows = groups.rows.entry(key).or_default();
+            for i in 0..steps.len() {
+                let values = if per_step == 0 {
+                    vec![None]
+                } else {
+                    (i * per_step..(i + 1) * per_step)
+                        .map(|j| quantiles.is_valid(j).then(|| quantiles.value(j)))
+                        .collect()
+                };
+                let exemplar_key = xs.is_valid(i).then(|| {
+                    let x = xs.value(i);
+                    if integer_key {
+                        ScalarValue::Int64(Some(x as i64))
+                    } else {
+                        ScalarValue::Float64(Some(x))
+                    }
+                });
+                rows.insert(
+                    steps.value(i),
+                    GroupRow {
+                        count: counts.value(i),
+                        values,
+                        exemplar_key,
+                    },
+                );
+            }
+        }
+    }
+    Ok(Some(groups))
 }
 
 /// A group's key values (None: the span lacks the attribute).
@@ -542,28 +680,64 @@ async fn attach_exemplars(
         return Ok(());
     }
 
-    // The spans behind the candidates, found by their key value.
+    // The spans behind the candidates, found by their key value within their
+    // step. With few distinct steps (series of one length choose the same
+    // steps), one branch per step, whose time bounds prune the lake's files
+    // by their start times and the Parquet pages by theirs: the lookup reads
+    // those steps instead of the whole range again. Each branch is a scan of
+    // its own (~2 ms of planning and opening files), so with more steps one
+    // scan of the range looks for every value.
     let exemplar_key = exemplar_key_sql(&query.function);
     let mut params = spans.params.clone();
-    let mut wanted: Vec<String> = Vec::new();
-    for (i, candidate) in chosen.iter().enumerate() {
-        let name = format!("x{i}");
-        wanted.push(format!("${name}"));
-        params.insert(name, candidate.value.clone());
+    let mut by_step: BTreeMap<Option<i64>, Vec<&ScalarValue>> = BTreeMap::new();
+    for candidate in &chosen {
+        by_step
+            .entry(Some(candidate.step))
+            .or_default()
+            .push(&candidate.value);
+    }
+    if by_step.len() > MAX_EXEMPLAR_STEP_SCANS {
+        let all = by_step.into_values().flatten().collect();
+        by_step = BTreeMap::from([(None, all)]);
     }
     let key_columns: String = keys
         .iter()
         .enumerate()
         .map(|(i, sql)| format!("{sql} AS k{i}, "))
         .collect();
+    let mut branches = Vec::with_capacity(by_step.len());
+    for (branch, (step, values)) in by_step.iter().enumerate() {
+        let mut wanted: Vec<String> = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            let name = format!("x{branch}_{i}");
+            wanted.push(format!("${name}"));
+            params.insert(name, (*value).clone());
+        }
+        let mut bounds = String::new();
+        if let Some(step) = step {
+            let from = request.aligned_start() + step * request.step_ns;
+            let to = from.saturating_add(request.step_ns);
+            let (from_name, to_name) = (format!("s{branch}_from"), format!("s{branch}_to"));
+            for (name, ns) in [(&from_name, from), (&to_name, to)] {
+                params.insert(
+                    name.clone(),
+                    ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())),
+                );
+            }
+            bounds = format!(" AND s.start_time >= ${from_name} AND s.start_time < ${to_name}");
+        }
+        branches.push(format!(
+            "SELECT {key_columns}{STEP_SQL} AS step, {exemplar_key} AS x, s.trace_id, s.span_id, \
+               CAST(s.start_time AS BIGINT) AS start_ns \
+             {from_where}{bounds} AND {exemplar_key} IN ({wanted})",
+            from_where = spans.from_where,
+            wanted = wanted.join(", "),
+        ));
+    }
     let sql = format!(
-        "{with}SELECT {key_columns}{STEP_SQL} AS step, {exemplar_key} AS x, s.trace_id, s.span_id, \
-           CAST(s.start_time AS BIGINT) AS start_ns \
-         {from_where} AND {exemplar_key} IN ({wanted}) \
-         ORDER BY s.trace_id, s.span_id",
+        "{with}SELECT * FROM ({branches}) ORDER BY trace_id, span_id",
         with = spans.with,
-        from_where = spans.from_where,
-        wanted = wanted.join(", "),
+        branches = branches.join(" UNION ALL "),
     );
     let output = engine
         .sql_with_params(&sql, Some(ParamValues::from(params)), scope)

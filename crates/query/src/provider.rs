@@ -31,8 +31,8 @@ use datafusion::physical_plan::union::UnionExec;
 use lighttrace_model::columns;
 use lighttrace_storage::{BufferedPartition, FileEntry, Lake, LakeSnapshot, Table};
 
-use crate::attribute_pruning::AttributePruner;
 use crate::ProjectScope;
+use crate::attribute_pruning::AttributePruner;
 use crate::exec::{CoveredTimeExec, SpansScanExec};
 use crate::layout::SpansFileAdapterFactory;
 use crate::pruning::{PruneReason, PruningStats, ScanConstraints};

@@ -209,7 +209,7 @@ fn as_f64(array: &ArrayRef) -> Result<Float64Array> {
 }
 
 /// The quantiles of `values` (reordered in place) at `fractions`.
-fn quantiles_of(values: &mut [f64], fractions: &[f64]) -> Vec<Option<f64>> {
+pub(crate) fn quantiles_of(values: &mut [f64], fractions: &[f64]) -> Vec<Option<f64>> {
     if values.is_empty() {
         return vec![None; fractions.len()];
     }

@@ -289,7 +289,11 @@ mod tests {
             &[("route", Some("/a")), ("code", Some("200"))],
             &[("route", Some("/b")), ("code", Some("200"))],
             // Another order, a repeated key, a null value.
-            &[("code", Some("503")), ("route", Some("/a")), ("route", Some("/c"))],
+            &[
+                ("code", Some("503")),
+                ("route", Some("/a")),
+                ("route", Some("/c")),
+            ],
         ]));
         builder.add(&maps(&[&[("code", None)]]));
         let index = builder.finish();
@@ -326,7 +330,11 @@ mod tests {
         let long = "x".repeat(MAX_VALUE_LEN + 1);
         let mut builder = MapIndexBuilder::default();
         builder.add(&maps(&rows));
-        builder.add(&maps(&[&[("id", Some("a")), ("kind", Some("x")), ("long", Some(&long))]]));
+        builder.add(&maps(&[&[
+            ("id", Some("a")),
+            ("kind", Some("x")),
+            ("long", Some(&long)),
+        ]]));
         let index = builder.finish();
         assert_eq!(index.keys["id"].values, None);
         assert!(index.keys["id"].in_every_row);

@@ -31,11 +31,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use xxhash_rust::xxh3::Xxh3Builder;
 
+use crate::attribute_index::{AttributeIndex, AttributeIndexBuilder};
 use crate::config::{ParquetOptions, SortOrder};
 use crate::error::{Result, StorageError};
 use crate::layout::{LAYOUT_METADATA_KEY, decode_lower_hex, file_schema, to_file_batch};
 use crate::table::Table;
-use crate::attribute_index::{AttributeIndex, AttributeIndexBuilder};
 use crate::trace_filter::TraceIdFilter;
 
 /// A Parquet file image and what the catalog records about it.
