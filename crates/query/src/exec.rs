@@ -30,7 +30,7 @@ use crate::pruning::PruningStats;
 /// so that `EXPLAIN` shows what the lake pruned before anything was opened:
 ///
 /// ```text
-/// SpansScanExec: files=3/120 (pruned: partition=100, time=15, trace_id=2), buffered=1/8, filters=[…]
+/// SpansScanExec: files=3/120 (pruned: partition=100, time=15, trace_id=2, attributes=0), buffered=1/8, filters=[…]
 /// ```
 #[derive(Debug, Clone)]
 pub struct SpansScanExec {

@@ -318,26 +318,35 @@ async fn step_series(
     spans: &Sql,
 ) -> Result<Option<Groups>, QueryError> {
     let query = &request.query;
-    let (fractions, value) = match &query.function {
+    // The value is also the exemplar key: durations in integer nanoseconds,
+    // their quantiles in seconds (the divisor).
+    let (fractions, value, divisor) = match &query.function {
+        MetricsFunction::QuantileOverTime(Attribute::Duration, fractions) => {
+            (fractions.clone(), "s.duration_ns".to_owned(), 1e9)
+        }
         MetricsFunction::QuantileOverTime(_, fractions) => (
             fractions.clone(),
             value_sql(&query.function).expect("an attribute"),
+            1.0,
         ),
         MetricsFunction::Rate | MetricsFunction::CountOverTime => {
-            (Vec::new(), "CAST(NULL AS DOUBLE)".to_owned())
+            (Vec::new(), "s.duration_ns".to_owned(), 1.0)
         }
         _ => return Ok(None),
     };
+    debug_assert_eq!(
+        value == "s.duration_ns",
+        exemplar_key_sql(&query.function) == "s.duration_ns"
+    );
     let by_service = match query.by.as_slice() {
         [] => false,
         [attribute] if traceql::column_sql(attribute) == "s.service_name" => true,
         _ => return Ok(None),
     };
-    let key = exemplar_key_sql(&query.function);
     let integer_key = matches!(query.function.attribute(), None | Some(Attribute::Duration));
     let fractions: String = fractions.iter().map(|q| format!(", {q:?}")).collect();
     let aggregate = format!(
-        "step_series(CAST(s.start_time AS BIGINT), {value}, {key}, $origin, $step{fractions}) AS t"
+        "step_series(CAST(s.start_time AS BIGINT), {value}, $origin, $step, {divisor:?}{fractions}) AS t"
     );
     let mut params = spans.params.clone();
     let sql = if by_service {

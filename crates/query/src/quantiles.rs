@@ -210,6 +210,17 @@ fn as_f64(array: &ArrayRef) -> Result<Float64Array> {
 
 /// The quantiles of `values` (reordered in place) at `fractions`.
 pub(crate) fn quantiles_of(values: &mut [f64], fractions: &[f64]) -> Vec<Option<f64>> {
+    quantiles_of_scaled(values, fractions, 1.0)
+}
+
+/// [`quantiles_of`] of `values / divisor`: the ranks are selected on the
+/// values as they are and divided before the interpolation, which gives
+/// exactly what dividing every value first would (division is monotonic).
+pub(crate) fn quantiles_of_scaled(
+    values: &mut [f64],
+    fractions: &[f64],
+    divisor: f64,
+) -> Vec<Option<f64>> {
     if values.is_empty() {
         return vec![None; fractions.len()];
     }
@@ -230,11 +241,11 @@ pub(crate) fn quantiles_of(values: &mut [f64], fractions: &[f64]) -> Vec<Option<
             }
             values[rank]
         };
-        let low = at(values, &mut done, lower);
+        let low = at(values, &mut done, lower) / divisor;
         let high = if upper == lower {
             low
         } else {
-            at(values, &mut done, upper)
+            at(values, &mut done, upper) / divisor
         };
         let weight = position - lower as f64;
         result[index] = Some(low + (high - low) * weight);

@@ -1,21 +1,25 @@
-//! `step_series(start_ns, value, key, origin_ns, step_ns, q1, q2, …)`: one
-//! series of a TraceQL metrics query, computed in one pass.
+//! `step_series(start_ns, value, origin_ns, step_ns, divisor, q1, q2, …)`:
+//! one series of a TraceQL metrics query, computed in one pass.
 //!
 //! The spans are bucketed by step, `(start_ns − origin_ns) / step_ns`
 //! (truncating, as the SQL `/` does), and each step gets its span count, the
-//! largest `key` (the exemplar key) with the start of the first span that
-//! has it, and the exact quantiles of `value` at the constant fractions
-//! (the same interpolation as [`quantiles`](crate::quantiles); none kept
-//! without fractions). The result is one struct of lists, one entry per
-//! step that has spans, ascending:
+//! largest `value` (the exemplar key, as it is: nanoseconds for durations)
+//! with the start of the first span that has it, and the exact quantiles of
+//! `value / divisor` at the constant fractions (the interpolation of
+//! [`quantiles`](crate::quantiles), bit for bit what dividing first gives;
+//! no values are kept without fractions). The result is one struct of
+//! lists, one entry per step that has spans, ascending:
 //! `{step: [Int64], n: [Int64], x: [Float64], x_start: [Int64], q: [Float64]}`
 //! with `len(fractions)` entries of `q` per step.
 //!
-//! `GROUP BY key, step` with `count(*)`, `max(key)` and `quantiles(…)` gives
-//! the same numbers; it hashes the step of every span and carries each
-//! group's values through DataFusion's partial/final states. Here the steps
-//! of a batch are mostly one or two (spans arrive in time order), found
-//! without a division while the start stays inside the current step's bounds.
+//! `GROUP BY key, step` with `count(*)`, `max(value)` and
+//! `quantiles(value / divisor, …)` gives the same numbers; it hashes the
+//! step of every span and carries each group's values through DataFusion's
+//! partial/final states. Here the steps of a batch are mostly one or two
+//! (spans arrive in time order), found without a division while the start
+//! stays inside the current step's bounds. The constant arguments are bound
+//! into the function when the plan is simplified, so they are not expanded
+//! into an array per batch as aggregate arguments are.
 
 use std::mem::size_of;
 use std::sync::Arc;
@@ -27,26 +31,81 @@ use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type, Schema};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::function::{
+    AccumulatorArgs, AggregateFunctionSimplification, StateFieldsArgs,
+};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDFImpl, ColumnarValue, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, Signature, Volatility,
 };
 
-use crate::quantiles::quantiles_of;
+use crate::quantiles::quantiles_of_scaled;
 
 /// Most steps one series may have (a day at one-second steps fits).
 const MAX_STEPS: i64 = 1 << 20;
+/// The column arguments: start and value.
+const COLUMNS: usize = 2;
 
 /// The `step_series` aggregate (see the module docs).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct StepSeries {
     signature: Signature,
+    /// The constant arguments, once bound by `simplify`.
+    bound: Option<Constants>,
+}
+
+/// origin, step, divisor and fractions (the floats as their bits, for `Eq`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Constants {
+    origin: i64,
+    step: i64,
+    divisor: u64,
+    fractions: Vec<u64>,
+}
+
+impl Constants {
+    fn new(values: &[ScalarValue]) -> Result<Self> {
+        if values.len() < 3 {
+            return plan_err!(
+                "step_series takes start, value, origin, step, divisor and fractions"
+            );
+        }
+        let int = |v: &ScalarValue| match v.cast_to(&DataType::Int64)? {
+            ScalarValue::Int64(Some(v)) => Ok(v),
+            other => plan_err!("step_series: {other} is not an integer"),
+        };
+        let float = |v: &ScalarValue| match v.cast_to(&DataType::Float64)? {
+            ScalarValue::Float64(Some(v)) => Ok(v),
+            other => plan_err!("step_series: {other} is not a number"),
+        };
+        let (origin, step, divisor) = (int(&values[0])?, int(&values[1])?, float(&values[2])?);
+        if step <= 0 {
+            return plan_err!("step_series: the step must be positive");
+        }
+        if !(divisor.is_finite() && divisor > 0.0) {
+            return plan_err!("step_series: the divisor must be positive");
+        }
+        let fractions = values[3..]
+            .iter()
+            .map(|v| match float(v)? {
+                q if (0.0..=1.0).contains(&q) => Ok(q.to_bits()),
+                q => plan_err!("step_series: {q} is not a fraction"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            origin,
+            step,
+            divisor: divisor.to_bits(),
+            fractions,
+        })
+    }
 }
 
 impl StepSeries {
     pub fn new() -> Self {
         Self {
             signature: Signature::variadic_any(Volatility::Immutable),
+            bound: None,
         }
     }
 }
@@ -72,35 +131,21 @@ pub fn output_fields() -> Fields {
     ])
 }
 
-/// The constant arguments after the three columns: origin, step, fractions.
-fn constants(args: &AccumulatorArgs) -> Result<(i64, i64, Vec<f64>)> {
+/// The constant arguments of an unbound call, evaluated.
+fn constant_arguments(args: &AccumulatorArgs) -> Result<Constants> {
     let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
     let mut values = Vec::new();
-    for expr in args.exprs.iter().skip(3) {
+    for expr in args.exprs.iter().skip(COLUMNS) {
         match expr.evaluate(&empty) {
             Ok(ColumnarValue::Scalar(value)) => values.push(value),
-            _ => return plan_err!("step_series: origin, step and fractions must be constants"),
+            _ => {
+                return plan_err!(
+                    "step_series: origin, step, divisor and fractions must be constants"
+                );
+            }
         }
     }
-    if values.len() < 2 {
-        return plan_err!("step_series takes start, value, key, origin, step and fractions");
-    }
-    let int = |v: &ScalarValue| match v.cast_to(&DataType::Int64)? {
-        ScalarValue::Int64(Some(v)) => Ok(v),
-        other => plan_err!("step_series: {other} is not an integer"),
-    };
-    let (origin, step) = (int(&values[0])?, int(&values[1])?);
-    if step <= 0 {
-        return plan_err!("step_series: the step must be positive");
-    }
-    let fractions = values[2..]
-        .iter()
-        .map(|v| match v.cast_to(&DataType::Float64)? {
-            ScalarValue::Float64(Some(q)) if (0.0..=1.0).contains(&q) => Ok(q),
-            other => plan_err!("step_series: {other} is not a fraction"),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((origin, step, fractions))
+    Constants::new(&values)
 }
 
 impl AggregateUDFImpl for StepSeries {
@@ -113,18 +158,33 @@ impl AggregateUDFImpl for StepSeries {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        if arg_types.len() < 5 {
-            return plan_err!("step_series takes start, value, key, origin, step and fractions");
+        let wanted = if self.bound.is_some() {
+            COLUMNS
+        } else {
+            COLUMNS + 3
+        };
+        if arg_types.len() < wanted {
+            return plan_err!(
+                "step_series takes start, value, origin, step, divisor and fractions"
+            );
         }
         Ok(DataType::Struct(output_fields()))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let (origin, step, fractions) = constants(&args)?;
+        let constants = match &self.bound {
+            Some(bound) => bound.clone(),
+            None => constant_arguments(&args)?,
+        };
         Ok(Box::new(StepSeriesAccumulator {
-            origin,
-            step,
-            fractions,
+            origin: constants.origin,
+            step: constants.step,
+            divisor: f64::from_bits(constants.divisor),
+            fractions: constants
+                .fractions
+                .iter()
+                .map(|q| f64::from_bits(*q))
+                .collect(),
             buckets: Vec::new(),
             values: 0,
         }))
@@ -146,6 +206,46 @@ impl AggregateUDFImpl for StepSeries {
             field("values_per_step", DataType::Int64),
             field("values", DataType::Float64),
         ])
+    }
+
+    /// Binds literal constants into the function, leaving the two columns
+    /// as its only arguments.
+    fn simplify(&self) -> Option<AggregateFunctionSimplification> {
+        if self.bound.is_some() {
+            return None;
+        }
+        Some(Box::new(|function: AggregateFunction, _| {
+            let params = &function.params;
+            let literals: Option<Vec<ScalarValue>> = params
+                .args
+                .iter()
+                .skip(COLUMNS)
+                .map(|arg| match arg {
+                    Expr::Literal(value, _) => Some(value.clone()),
+                    _ => None,
+                })
+                .collect();
+            // Anything else is reported when the accumulator is made.
+            let Some(Ok(constants)) = literals.map(|l| Constants::new(&l)) else {
+                return Ok(Expr::AggregateFunction(function));
+            };
+            if params.args.len() < COLUMNS {
+                return Ok(Expr::AggregateFunction(function));
+            }
+            let bound = AggregateUDF::from(StepSeries {
+                signature: Signature::variadic_any(Volatility::Immutable),
+                bound: Some(constants),
+            });
+            let params = function.params;
+            Ok(Expr::AggregateFunction(AggregateFunction::new_udf(
+                Arc::new(bound),
+                params.args[..COLUMNS].to_vec(),
+                params.distinct,
+                params.filter,
+                params.order_by,
+                params.null_treatment,
+            )))
+        }))
     }
 }
 
@@ -179,6 +279,7 @@ impl Bucket {
 struct StepSeriesAccumulator {
     origin: i64,
     step: i64,
+    divisor: f64,
     fractions: Vec<f64>,
     /// Indexed by step.
     buckets: Vec<Bucket>,
@@ -224,12 +325,8 @@ impl Accumulator for StepSeriesAccumulator {
     fn update_batch(&mut self, columns: &[ArrayRef]) -> Result<()> {
         let starts = cast(&columns[0], &DataType::Int64)?;
         let starts = starts.as_primitive::<Int64Type>();
-        let keys = as_f64(&columns[2])?;
-        let values = if self.fractions.is_empty() {
-            None
-        } else {
-            Some(as_f64(&columns[1])?)
-        };
+        let values = as_f64(&columns[1])?;
+        let keep = !self.fractions.is_empty();
         let (origin, width) = (self.origin, self.step);
         // The current step and its bounds [low, high).
         let (mut current, mut low, mut high) = (0usize, i64::MAX, i64::MIN);
@@ -247,14 +344,13 @@ impl Accumulator for StepSeriesAccumulator {
             }
             let bucket = &mut self.buckets[current];
             bucket.n += 1;
-            if keys.is_valid(row) {
-                bucket.offer(keys.value(row), start);
-            }
-            if let Some(values) = &values
-                && values.is_valid(row)
-            {
-                bucket.values.push(values.value(row));
-                self.values += 1;
+            if values.is_valid(row) {
+                let value = values.value(row);
+                bucket.offer(value, start);
+                if keep {
+                    bucket.values.push(value);
+                    self.values += 1;
+                }
             }
         }
         Ok(())
@@ -276,7 +372,11 @@ impl Accumulator for StepSeriesAccumulator {
             xs.push(seen.then_some(bucket.x));
             x_starts.push(seen.then_some(bucket.x_start));
             if !self.fractions.is_empty() {
-                quantiles.extend(quantiles_of(&mut bucket.values, &self.fractions));
+                quantiles.extend(quantiles_of_scaled(
+                    &mut bucket.values,
+                    &self.fractions,
+                    self.divisor,
+                ));
             }
         }
         let columns: Vec<ArrayRef> = vec![
@@ -413,7 +513,7 @@ mod tests {
         let expected = ctx
             .sql(
                 "SELECT (start - 1000) / 60 AS step, count(*) AS n, max(v) AS x, \
-                   quantiles(v, 0.5, 0.9) AS q FROM t GROUP BY step ORDER BY step",
+                   quantiles(CAST(v AS DOUBLE) / 4, 0.5, 0.9) AS q FROM t GROUP BY step ORDER BY step",
             )
             .await
             .unwrap()
@@ -422,7 +522,7 @@ mod tests {
             .unwrap();
         let got = ctx
             .sql(
-                "SELECT step_series(start, v, v, 1000, 60, 0.5, 0.9) AS s \
+                "SELECT step_series(start, v, 1000, 60, 4, 0.5, 0.9) AS s \
                  FROM (SELECT * FROM t ORDER BY v)",
             )
             .await
@@ -430,6 +530,21 @@ mod tests {
             .collect()
             .await
             .unwrap();
+        // The constants are bound into the function: two arguments remain.
+        let plan = ctx
+            .sql("EXPLAIN SELECT step_series(start, v, 1000, 60, 4, 0.5) FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let plan = arrow::util::pretty::pretty_format_batches(&plan)
+            .unwrap()
+            .to_string();
+        assert!(
+            plan.contains("aggr=[[step_series(t.start, t.v) AS "),
+            "{plan}"
+        );
         let expected = arrow::compute::concat_batches(&expected[0].schema(), &expected).unwrap();
         let row = got[0].column(0).as_struct();
         let field = |name: &str| row.column_by_name(name).unwrap().as_list::<i32>().value(0);
@@ -462,6 +577,7 @@ mod tests {
         let accumulator = || StepSeriesAccumulator {
             origin: 100,
             step: 10,
+            divisor: 1e9,
             fractions: vec![0.25, 0.5, 1.0],
             buckets: Vec::new(),
             values: 0,
@@ -472,11 +588,7 @@ mod tests {
             .collect();
         let columns = |range: std::ops::Range<usize>| -> Vec<ArrayRef> {
             let v: ArrayRef = Arc::new(Float64Array::from(values[range.clone()].to_vec()));
-            vec![
-                Arc::new(Int64Array::from(starts[range].to_vec())),
-                Arc::clone(&v),
-                v,
-            ]
+            vec![Arc::new(Int64Array::from(starts[range].to_vec())), v]
         };
         let mut whole = accumulator();
         whole.update_batch(&columns(0..300)).unwrap();
@@ -510,16 +622,21 @@ mod tests {
                 }
             }
         };
-        let err = run("SELECT step_series(5, 1, 1, 0, 0)").await.unwrap_err();
+        let err = run("SELECT step_series(5, 1, 0, 0, 1)").await.unwrap_err();
         assert!(err.to_string().contains("step must be positive"), "{err}");
-        let err = run("SELECT step_series(5, 1, 1, 0, 10, 2.0)")
+        let err = run("SELECT step_series(5, 1, 0, 10, 1, 2.0)")
             .await
             .unwrap_err();
         assert!(err.to_string().contains("not a fraction"), "{err}");
-        let err = run("SELECT step_series(-50, 1, 1, 0, 10)")
+        let err = run("SELECT step_series(-50, 1, 0, 10, 1)")
             .await
             .unwrap_err();
         assert!(err.to_string().contains("outside"), "{err}");
-        run("SELECT step_series(50, 1, 1, 0, 10)").await.unwrap();
+        let err = run("SELECT step_series(5, 1, 0, 10, 0)").await.unwrap_err();
+        assert!(
+            err.to_string().contains("divisor must be positive"),
+            "{err}"
+        );
+        run("SELECT step_series(50, 1, 0, 10, 1)").await.unwrap();
     }
 }

@@ -409,7 +409,7 @@ mod tests {
         let (sql, params) = search_sql(&search);
         let plan = explain(sql, params).await;
         assert!(
-            plan.contains("files=1/3 (pruned: partition=1, time=1, trace_id=0, attributes=0)"),
+            plan.contains("files=0/3 (pruned: partition=1, time=1, trace_id=0, attributes=1)"),
             "{plan}"
         );
 
@@ -417,7 +417,7 @@ mod tests {
         let by_id = format!("SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id IN ($t0)");
         let plan = explain(by_id, ParamValues::from(vec![("t0", text(&trace))])).await;
         assert!(
-            plan.contains("files=1/3 (pruned: partition=0, time=0, trace_id=2)"),
+            plan.contains("files=1/3 (pruned: partition=0, time=0, trace_id=2, attributes=0)"),
             "{plan}"
         );
     }
