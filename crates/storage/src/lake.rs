@@ -621,6 +621,13 @@ impl Lake {
 
     /// Flushes every buffered partition and commits the catalog.
     pub async fn flush_all(&self) -> Result<()> {
+        if self.wal.is_none() {
+            return Ok(());
+        }
+        // Under the commit lock: a flush the background flusher is in the
+        // middle of has committed (its batches are in files, their memory
+        // freed), and none starts until these partitions are flushed too.
+        let mut checkpoints = self.commit_lock.lock().await;
         let keys: Vec<PartitionKey> = {
             let state = self.state.lock().expect("lake state lock");
             state
@@ -630,7 +637,7 @@ impl Lake {
                 .map(|(k, _)| k.clone())
                 .collect()
         };
-        self.flush_partitions(keys).await
+        self.flush_locked(&mut checkpoints, keys).await
     }
 
     /// Stops accepting writes, flushes everything, stops background tasks.
@@ -711,6 +718,18 @@ impl Lake {
             return Ok(());
         }
         let mut checkpoints = self.commit_lock.lock().await;
+        self.flush_locked(&mut checkpoints, keys).await
+    }
+
+    /// Flushes `keys` with the commit lock held (`checkpoints` is its guard).
+    async fn flush_locked(
+        &self,
+        checkpoints: &mut Checkpoints,
+        keys: Vec<PartitionKey>,
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let work: Vec<(PartitionKey, Vec<Buffered>)> = {
             let mut state = self.state.lock().expect("lake state lock");
             keys.into_iter()

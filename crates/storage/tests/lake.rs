@@ -505,3 +505,22 @@ proptest! {
         });
     }
 }
+
+/// `flush_all` returns only once a flush the background flusher is in the
+/// middle of has committed too: right after it, the buffer's memory is free.
+/// (The flusher starts flushing as soon as the buffer is half full, so the
+/// first write below races it into a flush of its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flush_all_waits_for_the_flush_in_progress() {
+    for _ in 0..100 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        let one = spans("p", "a", 0, 0, 50);
+        cfg.buffer_max_bytes = one.get_array_memory_size() * 3 / 2;
+        let lake = Lake::open(cfg).await.unwrap();
+        lake.write(one).await.unwrap();
+        lake.flush_all().await.unwrap();
+        lake.write(spans("p", "a", 0, 50, 50)).await.unwrap();
+        lake.shutdown().await.unwrap();
+    }
+}
