@@ -216,6 +216,9 @@ impl AggregateUDFImpl for StepSeries {
         }
         Some(Box::new(|function: AggregateFunction, _| {
             let params = &function.params;
+            if params.args.len() < COLUMNS {
+                return Ok(Expr::AggregateFunction(function));
+            }
             let literals: Option<Vec<ScalarValue>> = params
                 .args
                 .iter()
@@ -229,9 +232,6 @@ impl AggregateUDFImpl for StepSeries {
             let Some(Ok(constants)) = literals.map(|l| Constants::new(&l)) else {
                 return Ok(Expr::AggregateFunction(function));
             };
-            if params.args.len() < COLUMNS {
-                return Ok(Expr::AggregateFunction(function));
-            }
             let bound = AggregateUDF::from(StepSeries {
                 signature: Signature::variadic_any(Volatility::Immutable),
                 bound: Some(constants),

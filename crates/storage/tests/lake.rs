@@ -216,14 +216,21 @@ async fn torn_wal_tail_keeps_the_intact_records() {
     );
 }
 
-#[tokio::test]
-async fn full_buffers_refuse_writes_until_flushed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+/// A lake whose buffer holds one and a half writes of 50 spans, after one
+/// such write (span ids 0..50 of project `p`, service `a`).
+async fn lake_with_room_for_one_write(dir: &std::path::Path) -> Arc<Lake> {
+    let mut cfg = config(dir);
     let one = spans("p", "a", 0, 0, 50);
     cfg.buffer_max_bytes = one.get_array_memory_size() * 3 / 2;
     let lake = Lake::open(cfg).await.unwrap();
     lake.write(one).await.unwrap();
+    lake
+}
+
+#[tokio::test]
+async fn full_buffers_refuse_writes_until_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_room_for_one_write(dir.path()).await;
     match lake.write(spans("p", "a", 0, 50, 50)).await {
         Err(StorageError::Overloaded { retry_after, .. }) => assert!(retry_after > Duration::ZERO),
         other => panic!("expected Overloaded, got {other:?}"),
@@ -514,11 +521,7 @@ proptest! {
 async fn flush_all_waits_for_the_flush_in_progress() {
     for _ in 0..100 {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = config(dir.path());
-        let one = spans("p", "a", 0, 0, 50);
-        cfg.buffer_max_bytes = one.get_array_memory_size() * 3 / 2;
-        let lake = Lake::open(cfg).await.unwrap();
-        lake.write(one).await.unwrap();
+        let lake = lake_with_room_for_one_write(dir.path()).await;
         lake.flush_all().await.unwrap();
         lake.write(spans("p", "a", 0, 50, 50)).await.unwrap();
         lake.shutdown().await.unwrap();
