@@ -294,7 +294,7 @@ mod tests {
 
     /// A file whose spans have `code` in {200, 503} (always), `route` in {/a,
     /// /b} or absent, `ip` with unknown values, and resource `region` = eu.
-    fn file(index: Option<AttributeIndex>) -> FileEntry {
+    fn file() -> FileEntry {
         let mut span = MapIndex {
             complete: true,
             ..Default::default()
@@ -313,7 +313,7 @@ mod tests {
         );
         let mut resource = MapIndex::default();
         resource.keys.insert("region".into(), values(&["eu"], true));
-        let index = index.unwrap_or(AttributeIndex { span, resource });
+        let index = AttributeIndex { span, resource };
         FileEntry {
             path: "f.parquet".into(),
             size_bytes: 1,
@@ -380,7 +380,7 @@ mod tests {
             .await
             .unwrap();
         let filters = capture.filters.lock().unwrap().clone();
-        AttributePruner::new(&filters, &sql_schema(Table::Spans)).prunes(&file(None))
+        AttributePruner::new(&filters, &sql_schema(Table::Spans)).prunes(&file())
     }
 
     #[tokio::test]
@@ -460,7 +460,7 @@ mod tests {
         .eq(datafusion::prelude::lit("500"));
         let pruner = AttributePruner::new(&[filter], &schema);
         assert!(!pruner.is_empty());
-        let mut file = file(None);
+        let mut file = file();
         assert!(pruner.prunes(&file));
         file.attribute_index = None;
         assert!(!pruner.prunes(&file));
