@@ -11,7 +11,8 @@
 //!
 //! # Byte layout (format version 1)
 //!
-//! A WAL is a folder of segments named `<segment id, 20 digits>.wal`. Each starts
+//! A WAL is a folder of segments named `<segment id, 20 digits>.wal` (a new one
+//! is written as `….wal.tmp` and renamed once its header is synced). Each starts
 //! with a 24-byte header:
 //!
 //! ```text
@@ -407,14 +408,32 @@ impl Drop for Wal {
     }
 }
 
+/// Creates segment `id` with its header. The header is written and synced
+/// under a temporary name that [`list_segments`] does not list, then the file
+/// is renamed into place: a reader of a live WAL (or recovery after a crash)
+/// never sees a segment whose header is not all there. A temporary file left
+/// by a crash is replaced.
 fn create_segment(dir: &Path, id: u64) -> Result<File> {
     let path = dir.join(segment_file_name(id));
+    if path.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("WAL segment {} exists", path.display()),
+        )
+        .into());
+    }
+    let temporary = dir.join(format!("{}.tmp", segment_file_name(id)));
+    match fs::remove_file(&temporary) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     let mut file = OpenOptions::new()
         .create_new(true)
         .append(true)
-        .open(&path)?;
+        .open(&temporary)?;
     file.write_all(&encode_segment_header(id))?;
     file.sync_all()?;
+    fs::rename(&temporary, &path)?;
     sync_dir(dir)?;
     Ok(file)
 }
@@ -607,6 +626,28 @@ mod tests {
         let mut image = segment_image(&[(1, b"one")]);
         image[13] ^= 1;
         assert!(decode_segment(&image).1.problems[0].contains("checksum"));
+    }
+
+    /// A segment appears whole or not at all; the temporary file a crash may
+    /// leave behind is neither listed nor in the way.
+    #[test]
+    fn segments_are_created_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(format!("{}.tmp", segment_file_name(3)));
+        fs::write(&stale, b"LTWAL").unwrap();
+        assert!(list_segments(dir.path()).unwrap().is_empty());
+        drop(create_segment(dir.path(), 3).unwrap());
+        assert!(!stale.exists());
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![3]);
+        let (records, report) = read_segment(dir.path(), 3).unwrap();
+        assert!(
+            records.is_empty() && report.problems.is_empty(),
+            "{report:?}"
+        );
+        assert!(
+            create_segment(dir.path(), 3).is_err(),
+            "an existing segment is kept"
+        );
     }
 
     #[tokio::test]
