@@ -394,15 +394,17 @@ async fn step_series(
             } else {
                 Vec::new()
             };
-            let (steps, counts, xs, quantiles) = (
+            let (steps, counts, xs, x_starts, quantiles) = (
                 list("step", row)?,
                 list("n", row)?,
                 list("x", row)?,
+                list("x_start", row)?,
                 list("q", row)?,
             );
             let steps = steps.as_primitive_opt::<Int64Type>().ok_or_else(bad)?;
             let counts = counts.as_primitive_opt::<Int64Type>().ok_or_else(bad)?;
             let xs = xs.as_primitive_opt::<Float64Type>().ok_or_else(bad)?;
+            let x_starts = x_starts.as_primitive_opt::<Int64Type>().ok_or_else(bad)?;
             let quantiles = quantiles
                 .as_primitive_opt::<Float64Type>()
                 .ok_or_else(bad)?;
@@ -433,6 +435,7 @@ async fn step_series(
                         count: counts.value(i),
                         values,
                         exemplar_key,
+                        exemplar_start: x_starts.is_valid(i).then(|| x_starts.value(i)),
                     },
                 );
             }
@@ -457,6 +460,9 @@ struct GroupRow {
     values: Vec<Option<f64>>,
     /// The largest exemplar key.
     exemplar_key: Option<ScalarValue>,
+    /// The start (ns) of the first span with that key, when the aggregate
+    /// tells ([`step_series`](crate::step_series) does).
+    exemplar_start: Option<i64>,
 }
 
 fn key_text(column: &ArrayRef, row: usize) -> Result<Option<String>, QueryError> {
@@ -518,6 +524,7 @@ impl Groups {
                     count: count.value(row),
                     values,
                     exemplar_key,
+                    exemplar_start: None,
                 },
             );
         }
@@ -607,12 +614,14 @@ fn build_series(request: &MetricsRequest, groups: &Groups) -> MetricsResult {
     result
 }
 
-/// A chosen exemplar: the series, the step, and the span's key value.
+/// A chosen exemplar: the series, the step, and the span's key value (and
+/// start, when known).
 struct Candidate {
     series: usize,
     key: GroupKey,
     step: i64,
     value: ScalarValue,
+    start: Option<i64>,
 }
 
 /// Picks up to `request.exemplars` candidates spread over each series' steps,
@@ -659,6 +668,7 @@ async fn attach_exemplars(
                 key: key.clone(),
                 step: *step,
                 value: value.clone(),
+                start: row.exemplar_start,
             });
         }
     }
@@ -689,60 +699,27 @@ async fn attach_exemplars(
         return Ok(());
     }
 
-    // The spans behind the candidates, found by their key value within their
-    // step. With few distinct steps (series of one length choose the same
-    // steps), one branch per step, whose time bounds prune the lake's files
-    // by their start times and the Parquet pages by theirs: the lookup reads
-    // those steps instead of the whole range again. Each branch is a scan of
-    // its own (~2 ms of planning and opening files), so with more steps one
-    // scan of the range looks for every value.
     let exemplar_key = exemplar_key_sql(&query.function);
     let mut params = spans.params.clone();
-    let mut by_step: BTreeMap<Option<i64>, Vec<&ScalarValue>> = BTreeMap::new();
-    for candidate in &chosen {
-        by_step
-            .entry(Some(candidate.step))
-            .or_default()
-            .push(&candidate.value);
-    }
-    if by_step.len() > MAX_EXEMPLAR_STEP_SCANS {
-        let all = by_step.into_values().flatten().collect();
-        by_step = BTreeMap::from([(None, all)]);
-    }
     let key_columns: String = keys
         .iter()
         .enumerate()
         .map(|(i, sql)| format!("{sql} AS k{i}, "))
         .collect();
-    let mut branches = Vec::with_capacity(by_step.len());
-    for (branch, (step, values)) in by_step.iter().enumerate() {
-        let mut wanted: Vec<String> = Vec::new();
-        for (i, value) in values.iter().enumerate() {
-            let name = format!("x{branch}_{i}");
-            wanted.push(format!("${name}"));
-            params.insert(name, (*value).clone());
-        }
-        let mut bounds = String::new();
-        if let Some(step) = step {
-            let from = request.aligned_start() + step * request.step_ns;
-            let to = from.saturating_add(request.step_ns);
-            let (from_name, to_name) = (format!("s{branch}_from"), format!("s{branch}_to"));
-            for (name, ns) in [(&from_name, from), (&to_name, to)] {
-                params.insert(
-                    name.clone(),
-                    ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())),
-                );
-            }
-            bounds = format!(" AND s.start_time >= ${from_name} AND s.start_time < ${to_name}");
-        }
-        branches.push(format!(
-            "SELECT {key_columns}{STEP_SQL} AS step, {exemplar_key} AS x, s.trace_id, s.span_id, \
-               CAST(s.start_time AS BIGINT) AS start_ns \
-             {from_where}{bounds} AND {exemplar_key} IN ({wanted})",
-            from_where = spans.from_where,
-            wanted = wanted.join(", "),
-        ));
-    }
+    let select = format!(
+        "SELECT {key_columns}{STEP_SQL} AS step, {exemplar_key} AS x, s.trace_id, s.span_id, \
+           CAST(s.start_time AS BIGINT) AS start_ns {from_where}",
+        from_where = spans.from_where,
+    );
+    let conditions = if chosen.iter().all(|c| c.start.is_some()) {
+        point_conditions(&chosen, keys, &exemplar_key, &mut params)
+    } else {
+        step_conditions(request, &chosen, &exemplar_key, &mut params)
+    };
+    let branches: Vec<String> = conditions
+        .into_iter()
+        .map(|conditions| format!("{select}{conditions}"))
+        .collect();
     let sql = format!(
         "{with}SELECT * FROM ({branches}) ORDER BY trace_id, span_id",
         with = spans.with,
@@ -816,6 +793,112 @@ async fn attach_exemplars(
         series.exemplars.sort_by_key(|e| e.timestamp_ms);
     }
     Ok(())
+}
+
+/// The conditions that find the spans of candidates whose starts are known:
+/// one branch per group key (a service), with that key, the candidates'
+/// starts and their key values. The lake prunes a branch's files to those of
+/// its service that hold one of its starts ([`crate::pruning`]), so the
+/// lookup opens a few files per series instead of the whole range; in those,
+/// the Parquet reader tests the starts first, one column, before it decodes
+/// anything else.
+fn point_conditions(
+    chosen: &[Candidate],
+    keys: &[String],
+    exemplar_key: &str,
+    params: &mut HashMap<String, ScalarValue>,
+) -> Vec<String> {
+    let mut by_key: BTreeMap<&GroupKey, Vec<&Candidate>> = BTreeMap::new();
+    for candidate in chosen {
+        by_key.entry(&candidate.key).or_default().push(candidate);
+    }
+    let mut branches = Vec::with_capacity(by_key.len());
+    for (branch, (key, candidates)) in by_key.into_iter().enumerate() {
+        let mut conditions = String::new();
+        for (k, (sql, value)) in keys.iter().zip(key).enumerate() {
+            match value {
+                Some(value) => {
+                    let name = format!("e{branch}_k{k}");
+                    params.insert(name.clone(), ScalarValue::Utf8(Some(value.clone())));
+                    conditions.push_str(&format!(" AND {sql} = ${name}"));
+                }
+                None => conditions.push_str(&format!(" AND {sql} IS NULL")),
+            }
+        }
+        let (mut starts, mut values) = (Vec::new(), Vec::new());
+        for (i, candidate) in candidates.iter().enumerate() {
+            let Some(start) = candidate.start else {
+                continue;
+            };
+            let (t, x) = (format!("e{branch}_t{i}"), format!("e{branch}_x{i}"));
+            params.insert(
+                t.clone(),
+                ScalarValue::TimestampNanosecond(Some(start), Some("UTC".into())),
+            );
+            params.insert(x.clone(), candidate.value.clone());
+            starts.push(format!("${t}"));
+            values.push(format!("${x}"));
+        }
+        branches.push(format!(
+            "{conditions} AND s.start_time IN ({}) AND {exemplar_key} IN ({})",
+            starts.join(", "),
+            values.join(", ")
+        ));
+    }
+    branches
+}
+
+/// The conditions that find the spans of candidates by their key value
+/// within their step. With few distinct steps (series of one length choose
+/// the same steps), one branch per step, whose time bounds prune the lake's
+/// files by their start times: the lookup reads those steps instead of the
+/// whole range again. Each branch is a scan of its own (~2 ms of planning and
+/// opening files), so with more steps one scan of the range looks for every
+/// value.
+fn step_conditions(
+    request: &MetricsRequest,
+    chosen: &[Candidate],
+    exemplar_key: &str,
+    params: &mut HashMap<String, ScalarValue>,
+) -> Vec<String> {
+    let mut by_step: BTreeMap<Option<i64>, Vec<&ScalarValue>> = BTreeMap::new();
+    for candidate in chosen {
+        by_step
+            .entry(Some(candidate.step))
+            .or_default()
+            .push(&candidate.value);
+    }
+    if by_step.len() > MAX_EXEMPLAR_STEP_SCANS {
+        let all = by_step.into_values().flatten().collect();
+        by_step = BTreeMap::from([(None, all)]);
+    }
+    let mut branches = Vec::with_capacity(by_step.len());
+    for (branch, (step, values)) in by_step.iter().enumerate() {
+        let mut wanted: Vec<String> = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            let name = format!("x{branch}_{i}");
+            wanted.push(format!("${name}"));
+            params.insert(name, (*value).clone());
+        }
+        let mut bounds = String::new();
+        if let Some(step) = step {
+            let from = request.aligned_start() + step * request.step_ns;
+            let to = from.saturating_add(request.step_ns);
+            let (from_name, to_name) = (format!("s{branch}_from"), format!("s{branch}_to"));
+            for (name, ns) in [(&from_name, from), (&to_name, to)] {
+                params.insert(
+                    name.clone(),
+                    ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())),
+                );
+            }
+            bounds = format!(" AND s.start_time >= ${from_name} AND s.start_time < ${to_name}");
+        }
+        branches.push(format!(
+            "{bounds} AND {exemplar_key} IN ({wanted})",
+            wanted = wanted.join(", ")
+        ));
+    }
+    branches
 }
 
 /// An exemplar key as the series' unit (seconds for durations).

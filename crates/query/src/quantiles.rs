@@ -221,31 +221,47 @@ pub(crate) fn quantiles_of_scaled(
     fractions: &[f64],
     divisor: f64,
 ) -> Vec<Option<f64>> {
+    quantiles_by(values, fractions, divisor, f64::total_cmp, |v| v)
+}
+
+/// [`quantiles_of_scaled`] of values kept in another type: ranks are selected
+/// by `order`, and the selected values become `f64` by `to_f64` before the
+/// division and the interpolation. For a `to_f64` that never reverses `order`
+/// (as `i64 as f64`), that is bit for bit [`quantiles_of_scaled`] of the
+/// converted values: the k-th smallest converted value is the conversion of
+/// the k-th smallest value.
+pub(crate) fn quantiles_by<T: Copy>(
+    values: &mut [T],
+    fractions: &[f64],
+    divisor: f64,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering + Copy,
+    to_f64: impl Fn(T) -> f64,
+) -> Vec<Option<f64>> {
     if values.is_empty() {
         return vec![None; fractions.len()];
     }
     let last = values.len() - 1;
     // Ascending positions, so each selection works on what is right of the last.
-    let mut order: Vec<usize> = (0..fractions.len()).collect();
-    order.sort_by(|&a, &b| fractions[a].total_cmp(&fractions[b]));
+    let mut ranks: Vec<usize> = (0..fractions.len()).collect();
+    ranks.sort_by(|&a, &b| fractions[a].total_cmp(&fractions[b]));
     let mut result = vec![None; fractions.len()];
     let mut done = 0; // values[..done] are in their final places
-    for index in order {
+    let mut at = |values: &mut [T], rank: usize| -> f64 {
+        if rank >= done {
+            values[done..].select_nth_unstable_by(rank - done, order);
+            done = rank + 1;
+        }
+        to_f64(values[rank])
+    };
+    for index in ranks {
         let position = fractions[index] * last as f64;
         let lower = (position.floor() as usize).min(last);
         let upper = (position.ceil() as usize).min(last);
-        let at = |values: &mut [f64], done: &mut usize, rank: usize| -> f64 {
-            if rank >= *done {
-                values[*done..].select_nth_unstable_by(rank - *done, f64::total_cmp);
-                *done = rank + 1;
-            }
-            values[rank]
-        };
-        let low = at(values, &mut done, lower) / divisor;
+        let low = at(values, lower) / divisor;
         let high = if upper == lower {
             low
         } else {
-            at(values, &mut done, upper) / divisor
+            at(values, upper) / divisor
         };
         let weight = position - lower as f64;
         result[index] = Some(low + (high - low) * weight);

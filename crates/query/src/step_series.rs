@@ -4,7 +4,8 @@
 //! The spans are bucketed by step, `(start_ns − origin_ns) / step_ns`
 //! (truncating, as the SQL `/` does), and each step gets its span count, the
 //! largest `value` (the exemplar key, as it is: nanoseconds for durations)
-//! with the start of the first span that has it, and the exact quantiles of
+//! with the earliest start of the spans that have it (so the exemplar does
+//! not depend on the order spans are read in), and the exact quantiles of
 //! `value / divisor` at the constant fractions (the interpolation of
 //! [`quantiles`](crate::quantiles), bit for bit what dividing first gives;
 //! no values are kept without fractions). The result is one struct of
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, RecordBatch, StructArray,
 };
-use arrow::buffer::OffsetBuffer;
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type, Schema};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -39,7 +40,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, Signature, Volatility,
 };
 
-use crate::quantiles::quantiles_of_scaled;
+use crate::quantiles::{quantiles_by, quantiles_of_scaled};
 
 /// Most steps one series may have (a day at one-second steps fits).
 const MAX_STEPS: i64 = 1 << 20;
@@ -116,6 +117,15 @@ impl Default for StepSeries {
     }
 }
 
+/// The type values of a `value` argument of type `ty` are kept in (and
+/// passed between partial and final aggregates as): integers stay integers.
+fn kept_type(ty: Option<&DataType>) -> DataType {
+    match ty {
+        Some(DataType::Int64) => DataType::Int64,
+        _ => DataType::Float64,
+    }
+}
+
 fn list_of(ty: DataType) -> DataType {
     DataType::List(Arc::new(Field::new("item", ty, true)))
 }
@@ -176,7 +186,9 @@ impl AggregateUDFImpl for StepSeries {
             Some(bound) => bound.clone(),
             None => constant_arguments(&args)?,
         };
+        let kept = kept_type(args.expr_fields.get(1).map(|f| f.data_type()));
         Ok(Box::new(StepSeriesAccumulator {
+            integers: kept == DataType::Int64,
             origin: constants.origin,
             step: constants.step,
             divisor: f64::from_bits(constants.divisor),
@@ -204,7 +216,10 @@ impl AggregateUDFImpl for StepSeries {
             field("x", DataType::Float64),
             field("x_start", DataType::Int64),
             field("values_per_step", DataType::Int64),
-            field("values", DataType::Float64),
+            field(
+                "values",
+                kept_type(args.input_fields.get(1).map(|f| f.data_type())),
+            ),
         ])
     }
 
@@ -252,11 +267,14 @@ impl AggregateUDFImpl for StepSeries {
 #[derive(Debug, Default)]
 struct Bucket {
     n: i64,
-    /// The largest key and the start of its first span; `x_start` is
+    /// The largest key and the earliest start of its spans; `x_start` is
     /// `i64::MIN` while no key was seen.
     x: f64,
     x_start: i64,
-    values: Vec<f64>,
+    /// The values, as read: integers from an integer column (durations),
+    /// else floats (and whatever merged states bring).
+    ints: Vec<i64>,
+    floats: Vec<f64>,
 }
 
 impl Bucket {
@@ -268,15 +286,48 @@ impl Bucket {
     }
 
     fn offer(&mut self, x: f64, start: i64) {
-        if self.x_start == i64::MIN || x > self.x {
+        if self.x_start == i64::MIN || x > self.x || (x == self.x && start < self.x_start) {
             self.x = x;
             self.x_start = start;
         }
+    }
+
+    /// Every value as a float, in one list.
+    fn floats(&mut self) -> &mut Vec<f64> {
+        let ints = std::mem::take(&mut self.ints);
+        self.floats.extend(ints.into_iter().map(|v| v as f64));
+        &mut self.floats
+    }
+}
+
+/// A value column's element type, and where a bucket keeps it.
+trait Value: Copy {
+    fn to_f64(self) -> f64;
+    fn kept(bucket: &mut Bucket) -> &mut Vec<Self>;
+}
+
+impl Value for i64 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn kept(bucket: &mut Bucket) -> &mut Vec<Self> {
+        &mut bucket.ints
+    }
+}
+
+impl Value for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn kept(bucket: &mut Bucket) -> &mut Vec<Self> {
+        &mut bucket.floats
     }
 }
 
 #[derive(Debug)]
 struct StepSeriesAccumulator {
+    /// Whether the values are integers, kept and passed on as such.
+    integers: bool,
     origin: i64,
     step: i64,
     divisor: f64,
@@ -297,6 +348,84 @@ impl StepSeriesAccumulator {
             self.buckets.resize_with(index + 1, Bucket::new);
         }
         Ok(&mut self.buckets[index])
+    }
+
+    /// The step of `start`, with its bucket made, and the step's bounds
+    /// `[low, high)`.
+    fn step_of(&mut self, start: i64) -> Result<(usize, i64, i64)> {
+        let step = start.checked_sub(self.origin).map_or(-1, |d| d / self.step);
+        self.bucket(step)?;
+        let low = self.origin + step * self.step;
+        Ok((step as usize, low, low.saturating_add(self.step)))
+    }
+
+    /// Adds the rows of a batch. Without nulls, rows are taken in runs of one
+    /// step (spans arrive about in time order, so a batch is a few runs):
+    /// per run one count, one scan for the largest value, one copy.
+    fn update<T: Value>(
+        &mut self,
+        starts: &Int64Array,
+        values: &[T],
+        valid: Option<&NullBuffer>,
+    ) -> Result<()> {
+        let keep = !self.fractions.is_empty();
+        let starts_valid = starts.nulls();
+        let starts = starts.values();
+        // The current step and its bounds [low, high).
+        let (mut current, mut low, mut high) = (0usize, i64::MAX, i64::MIN);
+        if starts_valid.is_none() && valid.is_none() {
+            let mut row = 0;
+            while row < starts.len() {
+                let start = starts[row];
+                if !(low..high).contains(&start) {
+                    (current, low, high) = self.step_of(start)?;
+                }
+                let end = row
+                    + 1
+                    + starts[row + 1..]
+                        .iter()
+                        .take_while(|s| (low..high).contains(*s))
+                        .count();
+                let run = &values[row..end];
+                let run_starts = &starts[row..end];
+                // The largest value (compared as floats) and its earliest start.
+                let (mut best, mut best_start) = (run[0].to_f64(), run_starts[0]);
+                for (v, &start) in run.iter().zip(run_starts).skip(1) {
+                    let v = v.to_f64();
+                    if v > best || (v == best && start < best_start) {
+                        (best, best_start) = (v, start);
+                    }
+                }
+                let bucket = &mut self.buckets[current];
+                bucket.n += run.len() as i64;
+                bucket.offer(best, best_start);
+                if keep {
+                    T::kept(bucket).extend_from_slice(run);
+                    self.values += run.len();
+                }
+                row = end;
+            }
+            return Ok(());
+        }
+        for (row, &start) in starts.iter().enumerate() {
+            if starts_valid.is_some_and(|n| n.is_null(row)) {
+                continue;
+            }
+            if !(low..high).contains(&start) {
+                (current, low, high) = self.step_of(start)?;
+            }
+            let bucket = &mut self.buckets[current];
+            bucket.n += 1;
+            if valid.is_none_or(|n| n.is_valid(row)) {
+                let value = values[row];
+                bucket.offer(value.to_f64(), start);
+                if keep {
+                    T::kept(bucket).push(value);
+                    self.values += 1;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -325,35 +454,12 @@ impl Accumulator for StepSeriesAccumulator {
     fn update_batch(&mut self, columns: &[ArrayRef]) -> Result<()> {
         let starts = cast(&columns[0], &DataType::Int64)?;
         let starts = starts.as_primitive::<Int64Type>();
-        let values = as_f64(&columns[1])?;
-        let keep = !self.fractions.is_empty();
-        let (origin, width) = (self.origin, self.step);
-        // The current step and its bounds [low, high).
-        let (mut current, mut low, mut high) = (0usize, i64::MAX, i64::MIN);
-        for row in 0..starts.len() {
-            if starts.is_null(row) {
-                continue;
-            }
-            let start = starts.value(row);
-            if !(low..high).contains(&start) {
-                let step = start.checked_sub(origin).map_or(-1, |d| d / width);
-                self.bucket(step)?;
-                current = step as usize;
-                low = origin + step * width;
-                high = low.saturating_add(width);
-            }
-            let bucket = &mut self.buckets[current];
-            bucket.n += 1;
-            if values.is_valid(row) {
-                let value = values.value(row);
-                bucket.offer(value, start);
-                if keep {
-                    bucket.values.push(value);
-                    self.values += 1;
-                }
-            }
+        if columns[1].data_type() == &DataType::Int64 {
+            let values = columns[1].as_primitive::<Int64Type>();
+            return self.update(starts, values.values(), values.nulls());
         }
-        Ok(())
+        let values = as_f64(&columns[1])?;
+        self.update(starts, values.values(), values.nulls())
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
@@ -372,11 +478,17 @@ impl Accumulator for StepSeriesAccumulator {
             xs.push(seen.then_some(bucket.x));
             x_starts.push(seen.then_some(bucket.x_start));
             if !self.fractions.is_empty() {
-                quantiles.extend(quantiles_of_scaled(
-                    &mut bucket.values,
-                    &self.fractions,
-                    self.divisor,
-                ));
+                quantiles.extend(if bucket.floats.is_empty() {
+                    quantiles_by(
+                        &mut bucket.ints,
+                        &self.fractions,
+                        self.divisor,
+                        i64::cmp,
+                        |v| v as f64,
+                    )
+                } else {
+                    quantiles_of_scaled(bucket.floats(), &self.fractions, self.divisor)
+                });
             }
         }
         let columns: Vec<ArrayRef> = vec![
@@ -405,7 +517,8 @@ impl Accumulator for StepSeriesAccumulator {
         let mut xs = Vec::new();
         let mut x_starts = Vec::new();
         let mut lengths = Vec::new();
-        let mut values = Vec::with_capacity(self.values);
+        let mut ints = Vec::with_capacity(if self.integers { self.values } else { 0 });
+        let mut floats = Vec::with_capacity(if self.integers { 0 } else { self.values });
         for (step, bucket) in self.buckets.iter_mut().enumerate() {
             if bucket.n == 0 {
                 continue;
@@ -414,19 +527,32 @@ impl Accumulator for StepSeriesAccumulator {
             counts.push(bucket.n);
             xs.push(bucket.x);
             x_starts.push(bucket.x_start);
-            lengths.push(bucket.values.len() as i64);
-            values.extend_from_slice(&bucket.values);
-            bucket.values = Vec::new();
+            if self.integers {
+                if !bucket.floats.is_empty() {
+                    return exec_err!("step_series: float values in an integer series");
+                }
+                lengths.push(bucket.ints.len() as i64);
+                ints.extend_from_slice(&bucket.ints);
+            } else {
+                let kept = bucket.floats();
+                lengths.push(kept.len() as i64);
+                floats.extend_from_slice(kept);
+            }
         }
         self.buckets.clear();
         self.values = 0;
+        let values: ArrayRef = if self.integers {
+            Arc::new(Int64Array::from(ints))
+        } else {
+            Arc::new(Float64Array::from(floats))
+        };
         Ok(vec![
             one_list(Arc::new(Int64Array::from(steps))),
             one_list(Arc::new(Int64Array::from(counts))),
             one_list(Arc::new(Float64Array::from(xs))),
             one_list(Arc::new(Int64Array::from(x_starts))),
             one_list(Arc::new(Int64Array::from(lengths))),
-            one_list(Arc::new(Float64Array::from(values))),
+            one_list(values),
         ])
     }
 
@@ -451,7 +577,16 @@ impl Accumulator for StepSeriesAccumulator {
             let xs = xs.as_primitive::<Float64Type>();
             let x_starts = x_starts.as_primitive::<Int64Type>();
             let lengths = lengths.as_primitive::<Int64Type>();
-            let values = values.as_primitive::<Float64Type>().values();
+            let (ints, floats) = match values.data_type() {
+                DataType::Int64 => (
+                    values.as_primitive::<Int64Type>().values().as_ref(),
+                    &[][..],
+                ),
+                _ => (
+                    &[][..],
+                    values.as_primitive::<Float64Type>().values().as_ref(),
+                ),
+            };
             let mut offset = 0usize;
             for i in 0..steps.len() {
                 let length = lengths.value(i) as usize;
@@ -460,10 +595,12 @@ impl Accumulator for StepSeriesAccumulator {
                 if x_starts.value(i) != i64::MIN {
                     bucket.offer(xs.value(i), x_starts.value(i));
                 }
-                let Some(part) = values.get(offset..offset + length) else {
-                    return exec_err!("step_series: state values out of range");
-                };
-                bucket.values.extend_from_slice(part);
+                let range = offset..offset + length;
+                match (ints.get(range.clone()), floats.get(range)) {
+                    (Some(part), _) if !ints.is_empty() => bucket.ints.extend_from_slice(part),
+                    (_, Some(part)) => bucket.floats.extend_from_slice(part),
+                    _ => return exec_err!("step_series: state values out of range"),
+                }
                 offset += length;
                 self.values += length;
             }
@@ -492,8 +629,8 @@ mod tests {
         ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(
             crate::quantiles::Quantiles::new(),
         ));
-        // Starts out of order, repeated keys (the first span with the largest
-        // key is its exemplar), NULL values counted but not measured.
+        // Starts out of order, repeated keys (the earliest span with the
+        // largest key is its exemplar), NULL values counted but not measured.
         let mut rows = Vec::new();
         for i in 0..200i64 {
             let start = 1_000 + (i * 7919) % 1_000;
@@ -558,23 +695,27 @@ mod tests {
         assert_eq!(xs.as_ref(), x.as_ref());
         let q = expected.column(3).as_list::<i32>().values().clone();
         assert_eq!(quantiles.as_ref(), q.as_ref());
-        // The exemplar start: the earliest-seen span with the step's largest
-        // value is a span of that step with that value.
-        let x_starts = field("x_start");
-        let x_starts = x_starts.as_primitive::<Int64Type>();
-        for i in 0..steps.len() {
-            let start = x_starts.value(i);
-            assert_eq!(
-                (start - 1000) / 60,
-                steps.as_primitive::<Int64Type>().value(i)
-            );
-        }
+        // The exemplar start: the earliest span with the step's largest value.
+        let earliest = ctx
+            .sql(
+                "SELECT min(a.start) FROM (SELECT (start - 1000) / 60 AS step, start, v FROM t) a \
+                 JOIN (SELECT (start - 1000) / 60 AS step, max(v) AS m FROM t GROUP BY 1) b \
+                   ON a.step = b.step AND a.v = b.m GROUP BY a.step ORDER BY a.step",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let earliest = arrow::compute::concat_batches(&earliest[0].schema(), &earliest).unwrap();
+        assert_eq!(field("x_start").as_ref(), earliest.column(0).as_ref());
     }
 
     /// Partial states merged in any split give what one accumulator gives.
     #[test]
     fn merged_states_equal_one_pass() {
         let accumulator = || StepSeriesAccumulator {
+            integers: false,
             origin: 100,
             step: 10,
             divisor: 1e9,
@@ -604,6 +745,65 @@ mod tests {
             let mut merged = accumulator();
             merged.merge_batch(&arrays).unwrap();
             assert_eq!(merged.evaluate().unwrap(), expected, "split at {split}");
+        }
+    }
+
+    /// Integer values (kept as integers, taken in runs) give bit for bit what
+    /// the same values as floats give, nulls and out-of-order starts included.
+    #[test]
+    fn integer_values_agree_with_their_floats() {
+        let accumulator = |integers| StepSeriesAccumulator {
+            integers,
+            origin: 1_000,
+            step: 100,
+            divisor: 1e9,
+            fractions: vec![0.5, 0.9, 0.99],
+            buckets: Vec::new(),
+            values: 0,
+        };
+        // Mostly ascending starts with jitter, so runs end at step bounds and
+        // at rows that go back a step; repeated maxima.
+        let starts: Vec<i64> = (0..2_000)
+            .map(|i| 2_000 + i * 3 - if i % 17 == 0 { 150 } else { 0 })
+            .collect();
+        let values: Vec<i64> = (0..2_000)
+            .map(|i| (i * 7_919) % 1_009 * 1_000_003)
+            .collect();
+        let nulls: Vec<Option<i64>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i % 23 != 0).then_some(*v))
+            .collect();
+        for ints in [Int64Array::from(values), Int64Array::from(nulls)] {
+            let floats: ArrayRef = Arc::new(
+                ints.iter()
+                    .map(|v| v.map(|v| v as f64))
+                    .collect::<Float64Array>(),
+            );
+            let starts: ArrayRef = Arc::new(Int64Array::from(starts.clone()));
+            let (mut a, mut b) = (accumulator(true), accumulator(false));
+            let mut partial = accumulator(true);
+            for range in [0..700, 700..2_000] {
+                let ints: ArrayRef = Arc::new(ints.slice(range.start, range.len()));
+                let starts = starts.slice(range.start, range.len());
+                a.update_batch(&[Arc::clone(&starts), Arc::clone(&ints)])
+                    .unwrap();
+                partial.update_batch(&[Arc::clone(&starts), ints]).unwrap();
+                b.update_batch(&[starts, floats.slice(range.start, range.len())])
+                    .unwrap();
+            }
+            assert!(a.buckets.iter().any(|b| !b.ints.is_empty()));
+            assert!(b.buckets.iter().all(|b| b.ints.is_empty()));
+            let expected = b.evaluate().unwrap();
+            assert_eq!(a.evaluate().unwrap(), expected);
+            // Partial states of integers merge as integers.
+            let mut merged = accumulator(true);
+            let state = partial.state().unwrap();
+            assert_eq!(state[5].data_type(), list_of(DataType::Int64));
+            let arrays: Vec<ArrayRef> = state.iter().map(|s| s.to_array().unwrap()).collect();
+            merged.merge_batch(&arrays).unwrap();
+            assert!(merged.buckets.iter().all(|b| b.floats.is_empty()));
+            assert_eq!(merged.evaluate().unwrap(), expected);
         }
     }
 

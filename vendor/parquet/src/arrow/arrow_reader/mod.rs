@@ -883,6 +883,88 @@ impl ParquetMetaDataReader {
     }
 }
 
+/// LightTrace patch: memoized schema conversions.
+///
+/// `ArrowReaderMetadata::try_new` walks every column of the Parquet schema to
+/// build the Arrow schema and the field levels, and DataFusion calls it twice
+/// for every file it opens, even when the file's metadata is cached. Files
+/// written by one writer share their schema, so the conversion is kept for the
+/// last few distinct inputs, compared by value (a schema tree and a few
+/// strings, far cheaper than converting them), and its `Arc`s are shared.
+/// Errors are not kept: a failing conversion is repeated, and fails again.
+mod conversions {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use arrow_schema::{FieldRef, SchemaRef};
+
+    use super::{ArrowReaderOptions, ParquetField};
+    use crate::file::metadata::{KeyValue, ParquetMetaData};
+    use crate::schema::types::TypePtr;
+
+    /// Distinct conversions kept (one per table schema and version in use).
+    const CAPACITY: usize = 16;
+
+    /// Everything the conversion reads.
+    pub(super) struct Key {
+        root: TypePtr,
+        supplied: Option<SchemaRef>,
+        /// The file's key-value metadata when it is read (no supplied schema,
+        /// embedded metadata not skipped): it holds the embedded Arrow schema.
+        key_value: Option<Vec<KeyValue>>,
+        virtual_columns: Vec<FieldRef>,
+    }
+
+    impl Key {
+        pub(super) fn new(metadata: &ParquetMetaData, options: &ArrowReaderOptions) -> Self {
+            let file = metadata.file_metadata();
+            let key_value = match (&options.supplied_schema, options.skip_arrow_metadata) {
+                (None, false) => file.key_value_metadata().cloned(),
+                _ => None,
+            };
+            Self {
+                root: file.schema_descr().root_schema_ptr(),
+                supplied: options.supplied_schema.clone(),
+                key_value,
+                virtual_columns: options.virtual_columns.clone(),
+            }
+        }
+
+        fn matches(&self, other: &Key) -> bool {
+            (Arc::ptr_eq(&self.root, &other.root) || self.root == other.root)
+                && match (&self.supplied, &other.supplied) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    (None, None) => true,
+                    _ => false,
+                }
+                && self.key_value == other.key_value
+                && self.virtual_columns == other.virtual_columns
+        }
+    }
+
+    type Converted = (SchemaRef, Option<Arc<ParquetField>>);
+
+    static KEPT: Mutex<VecDeque<(Key, Converted)>> = Mutex::new(VecDeque::new());
+
+    /// The conversion of `key`, if kept; the entry moves to the front.
+    pub(super) fn get(key: &Key) -> Option<Converted> {
+        let mut kept = KEPT.lock().ok()?;
+        let index = kept.iter().position(|(k, _)| k.matches(key))?;
+        let entry = kept.remove(index)?;
+        let converted = entry.1.clone();
+        kept.push_front(entry);
+        Some(converted)
+    }
+
+    pub(super) fn put(key: Key, schema: &SchemaRef, fields: &Option<Arc<ParquetField>>) {
+        let Ok(mut kept) = KEPT.lock() else {
+            return;
+        };
+        kept.push_front((key, (Arc::clone(schema), fields.clone())));
+        kept.truncate(CAPACITY);
+    }
+}
+
 /// The metadata necessary to construct a [`ArrowReaderBuilder`]
 ///
 /// Note this structure is cheaply clone-able as it consists of several arcs.
@@ -940,6 +1022,23 @@ impl ArrowReaderMetadata {
     /// This function will not attempt to load the PageIndex if not present in the metadata, regardless
     /// of the settings in `options`. See [`Self::load`] to load metadata including the page index if needed.
     pub fn try_new(metadata: Arc<ParquetMetaData>, options: ArrowReaderOptions) -> Result<Self> {
+        // LightTrace patch: the conversion depends only on the Parquet schema,
+        // the supplied schema or the embedded one, and the virtual columns;
+        // files written alike share it (see `conversions`).
+        let key = conversions::Key::new(&metadata, &options);
+        if let Some((schema, fields)) = conversions::get(&key) {
+            return Ok(Self {
+                metadata,
+                schema,
+                fields,
+            });
+        }
+        let converted = Self::convert(metadata, options)?;
+        conversions::put(key, &converted.schema, &converted.fields);
+        Ok(converted)
+    }
+
+    fn convert(metadata: Arc<ParquetMetaData>, options: ArrowReaderOptions) -> Result<Self> {
         match options.supplied_schema {
             Some(supplied_schema) => Self::with_supplied_schema(
                 metadata,
