@@ -12,9 +12,11 @@
 //!    measured value (`duration` for `rate` and `count_over_time`: the slowest
 //!    span) of each group as the exemplar candidate;
 //! 2. the exemplars: the spans behind the chosen candidates, found by their
-//!    measured value within the same range and filter (the Parquet reader
-//!    evaluates that filter before it decodes the id columns), so ids are
-//!    read for a handful of rows, never for the whole range.
+//!    measured value within the same range and filter, and by their start
+//!    when the aggregate kept it (`step_series` does: only the files holding
+//!    those starts are opened). The Parquet reader evaluates the filter before
+//!    it decodes the id columns, so ids are read for a handful of rows, never
+//!    for the whole range.
 //!
 //! Quantiles are exact (the `quantiles` aggregate), not read off histogram
 //! buckets as Tempo does. Values of `duration` are in seconds, as in Tempo.
@@ -460,8 +462,8 @@ struct GroupRow {
     values: Vec<Option<f64>>,
     /// The largest exemplar key.
     exemplar_key: Option<ScalarValue>,
-    /// The start (ns) of the first span with that key, when the aggregate
-    /// tells ([`step_series`](crate::step_series) does).
+    /// The earliest start (ns) of the spans with that key, when the
+    /// aggregate tells ([`step_series`](crate::step_series) does).
     exemplar_start: Option<i64>,
 }
 
@@ -711,8 +713,10 @@ async fn attach_exemplars(
            CAST(s.start_time AS BIGINT) AS start_ns {from_where}",
         from_where = spans.from_where,
     );
-    let conditions = if chosen.iter().all(|c| c.start.is_some()) {
-        point_conditions(&chosen, keys, &exemplar_key, &mut params)
+    let points: Option<Vec<(&Candidate, i64)>> =
+        chosen.iter().map(|c| Some((c, c.start?))).collect();
+    let conditions = if let Some(points) = points {
+        point_conditions(&points, keys, &exemplar_key, &mut params)
     } else {
         step_conditions(request, &chosen, &exemplar_key, &mut params)
     };
@@ -803,14 +807,17 @@ async fn attach_exemplars(
 /// the Parquet reader tests the starts first, one column, before it decodes
 /// anything else.
 fn point_conditions(
-    chosen: &[Candidate],
+    points: &[(&Candidate, i64)],
     keys: &[String],
     exemplar_key: &str,
     params: &mut HashMap<String, ScalarValue>,
 ) -> Vec<String> {
-    let mut by_key: BTreeMap<&GroupKey, Vec<&Candidate>> = BTreeMap::new();
-    for candidate in chosen {
-        by_key.entry(&candidate.key).or_default().push(candidate);
+    let mut by_key: BTreeMap<&GroupKey, Vec<(&Candidate, i64)>> = BTreeMap::new();
+    for &(candidate, start) in points {
+        by_key
+            .entry(&candidate.key)
+            .or_default()
+            .push((candidate, start));
     }
     let mut branches = Vec::with_capacity(by_key.len());
     for (branch, (key, candidates)) in by_key.into_iter().enumerate() {
@@ -826,10 +833,7 @@ fn point_conditions(
             }
         }
         let (mut starts, mut values) = (Vec::new(), Vec::new());
-        for (i, candidate) in candidates.iter().enumerate() {
-            let Some(start) = candidate.start else {
-                continue;
-            };
+        for (i, (candidate, start)) in candidates.into_iter().enumerate() {
             let (t, x) = (format!("e{branch}_t{i}"), format!("e{branch}_x{i}"));
             params.insert(
                 t.clone(),

@@ -905,49 +905,73 @@ mod conversions {
     /// Distinct conversions kept (one per table schema and version in use).
     const CAPACITY: usize = 16;
 
-    /// Everything the conversion reads.
-    pub(super) struct Key {
+    /// Everything the conversion reads, borrowed from its inputs: a lookup
+    /// copies nothing.
+    pub(super) struct Key<'a> {
         root: TypePtr,
-        supplied: Option<SchemaRef>,
+        supplied: Option<&'a SchemaRef>,
         /// The file's key-value metadata when it is read (no supplied schema,
         /// embedded metadata not skipped): it holds the embedded Arrow schema.
-        key_value: Option<Vec<KeyValue>>,
-        virtual_columns: Vec<FieldRef>,
+        key_value: Option<&'a [KeyValue]>,
+        virtual_columns: &'a [FieldRef],
     }
 
-    impl Key {
-        pub(super) fn new(metadata: &ParquetMetaData, options: &ArrowReaderOptions) -> Self {
+    impl<'a> Key<'a> {
+        pub(super) fn new(
+            metadata: &'a ParquetMetaData,
+            options: &'a ArrowReaderOptions,
+        ) -> Self {
             let file = metadata.file_metadata();
             let key_value = match (&options.supplied_schema, options.skip_arrow_metadata) {
-                (None, false) => file.key_value_metadata().cloned(),
+                (None, false) => file.key_value_metadata().map(Vec::as_slice),
                 _ => None,
             };
             Self {
                 root: file.schema_descr().root_schema_ptr(),
-                supplied: options.supplied_schema.clone(),
+                supplied: options.supplied_schema.as_ref(),
                 key_value,
-                virtual_columns: options.virtual_columns.clone(),
+                virtual_columns: &options.virtual_columns,
             }
         }
 
-        fn matches(&self, other: &Key) -> bool {
-            (Arc::ptr_eq(&self.root, &other.root) || self.root == other.root)
-                && match (&self.supplied, &other.supplied) {
+        /// The key as kept, owning its parts.
+        pub(super) fn to_kept(&self) -> KeptKey {
+            KeptKey {
+                root: Arc::clone(&self.root),
+                supplied: self.supplied.cloned(),
+                key_value: self.key_value.map(<[KeyValue]>::to_vec),
+                virtual_columns: self.virtual_columns.to_vec(),
+            }
+        }
+    }
+
+    /// A kept conversion's [`Key`].
+    pub(super) struct KeptKey {
+        root: TypePtr,
+        supplied: Option<SchemaRef>,
+        key_value: Option<Vec<KeyValue>>,
+        virtual_columns: Vec<FieldRef>,
+    }
+
+    impl KeptKey {
+        fn matches(&self, key: &Key<'_>) -> bool {
+            (Arc::ptr_eq(&self.root, &key.root) || self.root == key.root)
+                && match (&self.supplied, key.supplied) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
                     (None, None) => true,
                     _ => false,
                 }
-                && self.key_value == other.key_value
-                && self.virtual_columns == other.virtual_columns
+                && self.key_value.as_deref() == key.key_value
+                && self.virtual_columns == key.virtual_columns
         }
     }
 
     type Converted = (SchemaRef, Option<Arc<ParquetField>>);
 
-    static KEPT: Mutex<VecDeque<(Key, Converted)>> = Mutex::new(VecDeque::new());
+    static KEPT: Mutex<VecDeque<(KeptKey, Converted)>> = Mutex::new(VecDeque::new());
 
     /// The conversion of `key`, if kept; the entry moves to the front.
-    pub(super) fn get(key: &Key) -> Option<Converted> {
+    pub(super) fn get(key: &Key<'_>) -> Option<Converted> {
         let mut kept = KEPT.lock().ok()?;
         let index = kept.iter().position(|(k, _)| k.matches(key))?;
         let entry = kept.remove(index)?;
@@ -956,7 +980,7 @@ mod conversions {
         Some(converted)
     }
 
-    pub(super) fn put(key: Key, schema: &SchemaRef, fields: &Option<Arc<ParquetField>>) {
+    pub(super) fn put(key: KeptKey, schema: &SchemaRef, fields: &Option<Arc<ParquetField>>) {
         let Ok(mut kept) = KEPT.lock() else {
             return;
         };
@@ -1033,6 +1057,7 @@ impl ArrowReaderMetadata {
                 fields,
             });
         }
+        let key = key.to_kept();
         let converted = Self::convert(metadata, options)?;
         conversions::put(key, &converted.schema, &converted.fields);
         Ok(converted)
