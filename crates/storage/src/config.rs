@@ -101,6 +101,9 @@ pub struct StorageConfig {
     /// Decoder for WAL records logged by receivers in their own format; needed to
     /// open a lake whose WAL holds such records.
     pub wal_decoder: Option<Arc<dyn WalRecordDecoder>>,
+    /// When closed hours' files are merged; in the background only when its
+    /// `interval` is set.
+    pub compaction: CompactionPolicy,
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -114,6 +117,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("wal_segment_bytes", &self.wal_segment_bytes)
             .field("parquet", &self.parquet)
             .field("wal_decoder", &self.wal_decoder.is_some())
+            .field("compaction", &self.compaction)
             .finish()
     }
 }
@@ -129,6 +133,7 @@ impl StorageConfig {
             wal_segment_bytes: 64 << 20,
             parquet: ParquetOptions::default(),
             wal_decoder: None,
+            compaction: CompactionPolicy::default(),
         }
     }
 }
@@ -142,6 +147,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 
+use crate::compaction::CompactionPolicy;
 use crate::error::{Result, StorageError};
 
 /// The local directory behind the lake's object store, when it is local. Objects

@@ -1,24 +1,26 @@
 //! [`Lake`]: the storage engine handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Notify;
 
 use crate::buffer::{Buffered, MemoryCharge, PartitionBuffer};
 use crate::catalog::{CHECKPOINT_INTERVAL, CatalogState, CatalogStore, FileEntry};
+use crate::compaction::{self, CompactionPolicy, CompactionReport};
 use crate::config::{StorageConfig, build_store, local_root, sync_local};
 use crate::error::{Result, StorageError};
-use crate::flush::encode_table_partition;
+use crate::flush::{EncodedFile, encode_table_partition};
 use crate::partition::{PartitionKey, split_by_partition};
 use crate::table::Table;
 use crate::wal::{self, KIND_SPANS_IPC, Wal};
@@ -98,6 +100,12 @@ struct Checkpoints {
     last: u64,
 }
 
+/// A file a commit removed, waiting to be deleted from the store.
+struct Retired {
+    file: Arc<FileEntry>,
+    since: Instant,
+}
+
 /// The storage engine: WAL, buffers, flusher and catalog of one lake.
 pub struct Lake {
     config: StorageConfig,
@@ -112,6 +120,13 @@ pub struct Lake {
     commit_lock: tokio::sync::Mutex<Checkpoints>,
     flush_wanted: Arc<Notify>,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// One compaction at a time.
+    compaction_lock: tokio::sync::Mutex<()>,
+    compactor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Wakes the background compactor to stop.
+    stop_compactor: Arc<Notify>,
+    /// Files compaction removed from the catalog, not yet deleted.
+    retired: Mutex<Vec<Retired>>,
     _dir_lock: Option<File>,
 }
 
@@ -341,6 +356,12 @@ impl Lake {
         let weak = Arc::downgrade(&lake);
         let handle = tokio::spawn(async move { flusher_loop(weak).await });
         *lake.flusher.lock().expect("flusher lock") = Some(handle);
+        if let Some(interval) = lake.config.compaction.interval {
+            let weak = Arc::downgrade(&lake);
+            let stop = lake.stop_compactor.clone();
+            let handle = tokio::spawn(async move { compactor_loop(weak, interval, stop).await });
+            *lake.compactor.lock().expect("compactor lock") = Some(handle);
+        }
         // Replayed data might already be old enough to flush.
         lake.flush_wanted.notify_one();
         Ok(lake)
@@ -406,6 +427,10 @@ impl Lake {
             }),
             flush_wanted: Arc::new(Notify::new()),
             flusher: Mutex::new(None),
+            compaction_lock: tokio::sync::Mutex::new(()),
+            compactor: Mutex::new(None),
+            stop_compactor: Arc::new(Notify::new()),
+            retired: Mutex::new(Vec::new()),
             _dir_lock: dir_lock,
         }
     }
@@ -649,6 +674,13 @@ impl Lake {
         if let Some(handle) = flusher {
             let _ = handle.await;
         }
+        // A compaction in progress finishes the merge it is in (its commit
+        // lands or it leaves an uncommitted file the sweep removes later).
+        self.stop_compactor.notify_one();
+        let compactor = self.compactor.lock().expect("compactor lock").take();
+        if let Some(handle) = compactor {
+            let _ = handle.await;
+        }
         if let Some(wal) = &self.wal {
             // Answers every append already queued, then stops.
             wal.close();
@@ -777,38 +809,35 @@ impl Lake {
             return Err(first_error.unwrap_or(StorageError::Catalog("nothing flushed".into())));
         }
 
-        let version = self.state.lock().expect("lake state lock").catalog.version + 1;
         let added: Vec<Arc<FileEntry>> = written.iter().map(|(_, f)| f.clone()).collect();
-        if let Err(e) = self.catalog_store.commit(version, &added, &[]).await {
-            // The files stay: a failed PUT may still have stored the commit, which
-            // then names them (the next commit of this version replaces it).
-            tracing::error!(error = %e, "catalog commit failed; flush will be retried");
-            let mut state = self.state.lock().expect("lake state lock");
+        // The buffers become files in the critical section that applies the commit.
+        let flushed = |state: &mut State| {
             for (key, _) in &written {
-                if let Some(p) = state.partitions.get_mut(key) {
-                    p.abort_flush();
-                }
-            }
-            return Err(e);
-        }
-
-        // The commit is durable: swap buffers for files in one critical section.
-        let (checkpoint_state, oldest) = {
-            let mut state = self.state.lock().expect("lake state lock");
-            for (key, file) in &written {
                 if let Some(p) = state.partitions.get_mut(key) {
                     p.flushing.clear();
                     if p.is_empty() {
                         state.partitions.remove(key);
                     }
                 }
-                state.catalog.files.insert(file.path.clone(), file.clone());
             }
-            state.catalog.version = version;
-            state.files = state.catalog.files.values().cloned().collect();
-            let checkpoint =
-                (version - checkpoints.last >= CHECKPOINT_INTERVAL).then(|| state.catalog.clone());
-            (checkpoint, state.oldest_unflushed_seq())
+        };
+        let (version, oldest) = match self
+            .commit_locked(checkpoints, &added, &[], flushed)
+            .await
+        {
+            Ok(committed) => committed,
+            Err(e) => {
+                // The files stay: a failed PUT may still have stored the commit, which
+                // then names them (the next commit of this version replaces it).
+                tracing::error!(error = %e, "catalog commit failed; flush will be retried");
+                let mut state = self.state.lock().expect("lake state lock");
+                for (key, _) in &written {
+                    if let Some(p) = state.partitions.get_mut(key) {
+                        p.abort_flush();
+                    }
+                }
+                return Err(e);
+            }
         };
         tracing::info!(
             files = written.len(),
@@ -818,6 +847,47 @@ impl Lake {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "flushed"
         );
+        if let Some(wal) = &self.wal
+            && let Err(e) = wal.trim(oldest)
+        {
+            tracing::warn!(error = %e, "WAL trim failed");
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits `added` and `removed` as the next catalog version, then applies
+    /// it to the state in one critical section together with `apply`, and
+    /// writes a checkpoint when one is due. Call with the commit lock held
+    /// (`checkpoints` is its guard). Returns the version and the oldest WAL
+    /// sequence still only in buffers.
+    async fn commit_locked(
+        &self,
+        checkpoints: &mut Checkpoints,
+        added: &[Arc<FileEntry>],
+        removed: &[String],
+        apply: impl FnOnce(&mut State),
+    ) -> Result<(u64, Option<u64>)> {
+        let version = self.state.lock().expect("lake state lock").catalog.version + 1;
+        self.catalog_store.commit(version, added, removed).await?;
+        // The commit is durable: apply it in one critical section.
+        let (checkpoint_state, oldest) = {
+            let mut state = self.state.lock().expect("lake state lock");
+            apply(&mut state);
+            for path in removed {
+                state.catalog.files.remove(path);
+            }
+            for file in added {
+                state.catalog.files.insert(file.path.clone(), file.clone());
+            }
+            state.catalog.version = version;
+            state.files = state.catalog.files.values().cloned().collect();
+            let checkpoint =
+                (version - checkpoints.last >= CHECKPOINT_INTERVAL).then(|| state.catalog.clone());
+            (checkpoint, state.oldest_unflushed_seq())
+        };
         if let Some(catalog) = checkpoint_state {
             match self
                 .catalog_store
@@ -831,15 +901,204 @@ impl Lake {
                 Err(e) => tracing::warn!(error = %e, "catalog checkpoint failed; will retry"),
             }
         }
-        if let Some(wal) = &self.wal
-            && let Err(e) = wal.trim(oldest)
-        {
-            tracing::warn!(error = %e, "WAL trim failed");
+        Ok((version, oldest))
+    }
+
+    /// Merges the small files of closed hours under `policy`, as of `now`
+    /// (see [`crate::compaction`]), then deletes the removed files whose delay
+    /// has passed. Each merge is its own catalog commit; a merge that fails is
+    /// logged and skipped (its inputs stay live), and the first such error is
+    /// returned after the others ran.
+    pub async fn compact(
+        &self,
+        policy: &CompactionPolicy,
+        now: SystemTime,
+    ) -> Result<CompactionReport> {
+        if self.wal.is_none() {
+            return Err(StorageError::ReadOnly);
         }
+        let _one_at_a_time = self.compaction_lock.lock().await;
+        let now_ns = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let files = self.state.lock().expect("lake state lock").files.clone();
+        let groups = compaction::plan(&files, policy, now_ns);
+        drop(files);
+        let mut report = CompactionReport::default();
+        let mut partitions = HashSet::new();
+        let mut first_error = None;
+        for group in groups {
+            if self.shutting_down.load(Ordering::Acquire) {
+                break;
+            }
+            let started = Instant::now();
+            match self.merge_group(&group).await {
+                Ok(merged) => {
+                    let bytes_in: u64 = group.iter().map(|f| f.size_bytes).sum();
+                    tracing::info!(
+                        partition = ?merged.partition,
+                        files = group.len(),
+                        rows = merged.row_count,
+                        bytes_in,
+                        bytes_out = merged.size_bytes,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "compacted"
+                    );
+                    partitions.insert(merged.partition.clone());
+                    report.files_in += group.len();
+                    report.files_out += 1;
+                    report.rows += merged.row_count;
+                    report.bytes_in += bytes_in;
+                    report.bytes_out += merged.size_bytes;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = ?group[0].partition, error = %e, "compaction failed; inputs kept");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        report.partitions = partitions.len();
+        report.files_deleted = self.purge_retired(policy.delete_delay).await;
         match first_error {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(report),
         }
+    }
+
+    /// Merges `group` (files of one partition, in order) into one new file and
+    /// commits the swap.
+    async fn merge_group(&self, group: &[Arc<FileEntry>]) -> Result<Arc<FileEntry>> {
+        let key = group[0].partition.clone();
+        let mut images = Vec::with_capacity(group.len());
+        for file in group {
+            images.push(self.store.get(&file.object_path()).await?.bytes().await?);
+        }
+        let options = self.config.parquet.clone();
+        let table = key.table;
+        let encoded = tokio::task::spawn_blocking(move || {
+            compaction::merge_files(table, images, &options)
+        })
+        .await
+        .map_err(|e| StorageError::Catalog(format!("compaction task failed: {e}")))??;
+        let expected: u64 = group.iter().map(|f| f.row_count).sum();
+        if encoded.rows != expected {
+            return Err(StorageError::Catalog(format!(
+                "compaction of {key:?} read {} rows from files that list {expected}",
+                encoded.rows
+            )));
+        }
+        let max_wal_seq = group.iter().map(|f| f.max_wal_seq).max().unwrap_or(0);
+        let merged = Arc::new(self.put_file(&key, encoded, max_wal_seq).await?);
+        let removed: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
+        let mut checkpoints = self.commit_lock.lock().await;
+        // Only compaction removes files, one run at a time, so the inputs are
+        // still live; a commit must never remove what it did not read, though.
+        let live = {
+            let state = self.state.lock().expect("lake state lock");
+            removed.iter().all(|p| state.catalog.files.contains_key(p))
+        };
+        if !live {
+            drop(checkpoints);
+            let _ = self.store.delete(&merged.object_path()).await;
+            return Err(StorageError::Catalog(format!(
+                "the files of {key:?} changed while they were compacted"
+            )));
+        }
+        // On error the new file stays: a failed PUT may still have stored the
+        // commit naming it; otherwise the orphan sweep removes it.
+        self.commit_locked(&mut checkpoints, std::slice::from_ref(&merged), &removed, |_| {})
+            .await?;
+        drop(checkpoints);
+        let since = Instant::now();
+        self.retired
+            .lock()
+            .expect("retired lock")
+            .extend(group.iter().map(|file| Retired {
+                file: Arc::clone(file),
+                since,
+            }));
+        Ok(merged)
+    }
+
+    /// Deletes the removed files that were removed at least `delay` ago and
+    /// that no snapshot of this process holds any more. Returns how many.
+    async fn purge_retired(&self, delay: Duration) -> usize {
+        let due: Vec<Arc<FileEntry>> = {
+            let mut retired = self.retired.lock().expect("retired lock");
+            let (due, kept): (Vec<Retired>, Vec<Retired>) =
+                std::mem::take(&mut *retired).into_iter().partition(|r| {
+                    // The state no longer lists it, so no new snapshot can take it.
+                    r.since.elapsed() >= delay && Arc::strong_count(&r.file) == 1
+                });
+            *retired = kept;
+            due.into_iter().map(|r| r.file).collect()
+        };
+        let mut deleted = 0;
+        for file in due {
+            match self.store.delete(&file.object_path()).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => {
+                    tracing::warn!(path = %file.path, error = %e, "cannot delete a compacted file; will retry");
+                    self.retired.lock().expect("retired lock").push(Retired {
+                        file,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Deletes the Parquet objects in the tables' folders that the catalog
+    /// does not list and that were last modified at least `min_age` ago: the
+    /// files of flushes or merges that crashed before their commit, and
+    /// removed files whose deletion a restart interrupted. `min_age` must
+    /// exceed the time a flush takes from writing its file to committing it.
+    /// Lists the store: a maintenance task, never on a query's path. Returns
+    /// how many objects it deleted.
+    pub async fn sweep_orphans(&self, min_age: Duration) -> Result<usize> {
+        if self.wal.is_none() {
+            return Err(StorageError::ReadOnly);
+        }
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(min_age)
+                .map_err(|e| StorageError::Config(format!("orphan age {min_age:?}: {e}")))?;
+        let mut deleted = 0;
+        for table in Table::ALL {
+            let prefix = ObjectPath::from(table.name());
+            let mut orphans = Vec::new();
+            let mut listing = self.store.list(Some(&prefix));
+            while let Some(meta) = listing.next().await {
+                let meta = meta?;
+                if meta.location.extension() == Some("parquet") && meta.last_modified <= cutoff {
+                    orphans.push(meta.location);
+                }
+            }
+            drop(listing);
+            // Read the catalog after the listing: a file committed meanwhile is
+            // then known, and an older one was listed after its commit.
+            let known: HashSet<ObjectPath> = {
+                let state = self.state.lock().expect("lake state lock");
+                let retired = self.retired.lock().expect("retired lock");
+                state
+                    .catalog
+                    .files
+                    .values()
+                    .chain(retired.iter().map(|r| &r.file))
+                    .map(|f| f.object_path())
+                    .collect()
+            };
+            for location in orphans.into_iter().filter(|l| !known.contains(l)) {
+                match self.store.delete(&location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                        tracing::info!(path = %location, "deleted a file no catalog version lists");
+                        deleted += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     async fn write_file(&self, key: &PartitionKey, items: &[Buffered]) -> Result<FileEntry> {
@@ -851,6 +1110,17 @@ impl Lake {
             tokio::task::spawn_blocking(move || encode_table_partition(table, &batches, &options))
                 .await
                 .map_err(|e| StorageError::Wal(format!("flush task failed: {e}")))??;
+        self.put_file(key, encoded, max_wal_seq).await
+    }
+
+    /// Stores `encoded` as a new file of `key` (durably, for a local store)
+    /// and returns its catalog entry; the caller commits it.
+    async fn put_file(
+        &self,
+        key: &PartitionKey,
+        encoded: EncodedFile,
+        max_wal_seq: u64,
+    ) -> Result<FileEntry> {
         let path = format!("{}/{}.parquet", key.folder(), uuid::Uuid::now_v7().simple());
         let size_bytes = encoded.bytes.len() as u64;
         let location = ObjectPath::parse(&path)
@@ -917,5 +1187,35 @@ async fn flusher_loop(lake: std::sync::Weak<Lake>) {
         let wanted = strong.flush_wanted.clone();
         drop(strong);
         let _ = tokio::time::timeout(wait, wanted.notified()).await;
+    }
+}
+
+/// How old an uncatalogued file must be before the background compactor's
+/// sweep deletes it: far beyond any flush's write-to-commit time.
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
+
+async fn compactor_loop(lake: std::sync::Weak<Lake>, interval: Duration, stop: Arc<Notify>) {
+    let mut swept = false;
+    loop {
+        if tokio::time::timeout(interval, stop.notified()).await.is_ok() {
+            return;
+        }
+        let Some(strong) = lake.upgrade() else { return };
+        if strong.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let policy = strong.config.compaction.clone();
+        if let Err(e) = strong.compact(&policy, SystemTime::now()).await {
+            tracing::warn!(error = %e, "background compaction failed");
+        }
+        // Once per process: what a crash left behind.
+        if !swept {
+            swept = true;
+            match strong.sweep_orphans(ORPHAN_MIN_AGE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "orphan sweep deleted files"),
+                Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 //!        └─► buffer  per (project, service, hour)         ── visible to queries at once
 //!             └─► flush   sorted Parquet via object_store ── spans/project=…/…/hour=HH/…
 //!                  └─► catalog  atomic commit of the new file; WAL segments trimmed
+//!                       └─► compaction  closed hours' small files merged, one commit
 //! ```
 //!
 //! A lake holds three tables ([`Table`]): `spans`, `logs` and `errors`. A
@@ -23,6 +24,7 @@
 pub mod attribute_index;
 mod buffer;
 pub mod catalog;
+pub mod compaction;
 mod config;
 mod error;
 pub mod flush;
@@ -34,6 +36,7 @@ pub mod trace_filter;
 pub mod wal;
 
 pub use catalog::FileEntry;
+pub use compaction::{CompactionPolicy, CompactionReport};
 pub use config::{ParquetOptions, SortOrder, StorageConfig, StoreLocation, WalRecordDecoder};
 pub use error::{Result, StorageError};
 pub use flush::{EncodedFile, encode_partition, encode_table_partition};

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
 use lighttrace_model::{Attr, Source, SpanBatchBuilder, SpanKind, SpanRecord, StatusCode};
 use lighttrace_storage::layout::to_table_batch;
-use lighttrace_storage::{Lake, StorageConfig, StorageError};
+use lighttrace_storage::{CompactionPolicy, Lake, StorageConfig, StorageError};
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use proptest::prelude::*;
@@ -452,6 +452,7 @@ enum Op {
     Flush,
     Crash,
     Restart,
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -460,14 +461,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         1 => Just(Op::Crash),
         1 => Just(Op::Restart),
+        1 => Just(Op::Compact),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Model test: whatever sequence of writes, flushes, crashes and clean
-    /// restarts, the lake shows exactly the acknowledged spans, once each.
+    /// Model test: whatever sequence of writes, flushes, compactions, crashes
+    /// and clean restarts, the lake shows exactly the acknowledged spans, once
+    /// each.
     #[test]
     fn acknowledged_spans_survive_any_sequence(ops in proptest::collection::vec(op(), 1..25)) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -504,6 +507,9 @@ proptest! {
                         drop(lake.take());
                         lake = Some(reopen(&cfg).await);
                     }
+                    Op::Compact => {
+                        current.compact(&compact_now(), SystemTime::now()).await.unwrap();
+                    }
                 }
                 let seen = visible_span_ids(lake.as_ref().unwrap()).await;
                 assert_eq!(seen, expected_ids(&acked));
@@ -526,4 +532,191 @@ async fn flush_all_waits_for_the_flush_in_progress() {
         lake.write(spans("p", "a", 0, 50, 50)).await.unwrap();
         lake.shutdown().await.unwrap();
     }
+}
+
+/// Compacts every closed hour at once and deletes what it removed as soon as
+/// no snapshot holds it.
+fn compact_now() -> CompactionPolicy {
+    CompactionPolicy {
+        min_age: Duration::ZERO,
+        delete_delay: Duration::ZERO,
+        ..CompactionPolicy::default()
+    }
+}
+
+fn parquet_files(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("spans")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn compaction_merges_closed_hours_and_keeps_every_span_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = reopen(&config(dir.path())).await;
+    // Three flushes: three files in each of (a, hour 0) and (b, hour 1), one
+    // in (c, hour 0).
+    let mut next = 0;
+    for round in 0..3 {
+        lake.write(spans("p", "a", 0, next, 10)).await.unwrap();
+        lake.write(spans("p", "b", 1, next + 10, 7)).await.unwrap();
+        if round == 0 {
+            lake.write(spans("p", "c", 0, next + 17, 3)).await.unwrap();
+        }
+        lake.flush_all().await.unwrap();
+        next += 20;
+    }
+    // Buffered spans of a compacted partition stay where they are.
+    lake.write(spans("p", "a", 0, 100, 5)).await.unwrap();
+    let ids = expected_ids(&[(0, 10), (10, 7), (17, 3), (20, 17), (40, 17), (100, 5)]);
+    assert_eq!(visible_span_ids(&lake).await, ids);
+    let before = lake.snapshot();
+    assert_eq!(before.files.len(), 7);
+
+    // An hour that ended less than `min_age` ago is left alone.
+    let hour_1_end = SystemTime::UNIX_EPOCH + Duration::from_secs(3600 * (BASE_HOUR as u64 + 2));
+    let patient = CompactionPolicy {
+        min_age: Duration::from_secs(600),
+        ..compact_now()
+    };
+    let report = lake
+        .compact(&patient, hour_1_end + Duration::from_secs(599))
+        .await
+        .unwrap();
+    assert_eq!((report.files_in, report.files_out), (3, 1), "{report:?}");
+    let report = lake.compact(&compact_now(), SystemTime::now()).await.unwrap();
+    assert_eq!(
+        (report.partitions, report.files_in, report.files_out, report.rows),
+        (1, 3, 1, 21),
+        "{report:?}"
+    );
+    let after = lake.snapshot();
+    assert_eq!(after.files.len(), 3);
+    assert_eq!(visible_span_ids(&lake).await, ids, "every span once after the merge");
+    for file in &after.files {
+        // The merge keeps the inputs' watermark and rebuilds the trace filter.
+        let inputs: Vec<_> = before
+            .files
+            .iter()
+            .filter(|f| f.partition == file.partition)
+            .collect();
+        assert_eq!(
+            file.max_wal_seq,
+            inputs.iter().map(|f| f.max_wal_seq).max().unwrap()
+        );
+        assert_eq!(
+            file.row_count,
+            inputs.iter().map(|f| f.row_count).sum::<u64>()
+        );
+        assert!(file.attribute_index.is_some());
+    }
+    // The merged file of (a, hour 0) answers for every trace of its inputs.
+    let merged_a = after
+        .files
+        .iter()
+        .find(|f| f.partition.service.as_ref() == "a")
+        .unwrap();
+    for id in (0..10).chain(20..30).chain(40..50) {
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&(id / 4 + 1u64).to_be_bytes());
+        assert!(merged_a.may_contain_trace(&trace_id), "span {id}");
+    }
+
+    // `before` still holds the removed files: they stay until it is dropped.
+    for file in before.files.iter().filter(|f| !after.files.contains(f)) {
+        assert!(dir.path().join(&file.path).is_file(), "{}", file.path);
+    }
+    let removed: Vec<String> = before
+        .files
+        .iter()
+        .filter(|f| !after.files.contains(f))
+        .map(|f| f.path.clone())
+        .collect();
+    assert_eq!(removed.len(), 6);
+    let report = lake.compact(&compact_now(), SystemTime::now()).await.unwrap();
+    assert_eq!((report.files_in, report.files_deleted), (0, 0));
+    drop(before);
+    let report = lake.compact(&compact_now(), SystemTime::now()).await.unwrap();
+    assert_eq!(report.files_deleted, 6, "{report:?}");
+    for path in &removed {
+        assert!(!dir.path().join(path).exists(), "{path}");
+    }
+    assert_eq!(parquet_files(dir.path()).len(), 3);
+
+    // A crash now: the catalog names the merged files, the WAL replays the
+    // buffered spans, and nothing is seen twice.
+    drop(after);
+    drop(lake);
+    let lake = reopen(&config(dir.path())).await;
+    assert_eq!(visible_span_ids(&lake).await, ids, "after a crash");
+    assert_eq!(lake.snapshot().files.len(), 3);
+    lake.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_file_no_commit_names_is_swept_once_old_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = reopen(&config(dir.path())).await;
+    lake.write(spans("p", "a", 0, 0, 10)).await.unwrap();
+    lake.flush_all().await.unwrap();
+    let listed = lake.snapshot().files[0].path.clone();
+    // What a crash between writing a file and committing it leaves behind.
+    let stray = "spans/project=p/service=a/date=2025-11-24/hour=16/0000-stray.parquet";
+    std::fs::write(dir.path().join(stray), b"PAR1").unwrap();
+    assert_eq!(lake.sweep_orphans(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert!(dir.path().join(stray).exists(), "too young to be an orphan");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(lake.sweep_orphans(Duration::from_millis(10)).await.unwrap(), 1);
+    assert!(!dir.path().join(stray).exists());
+    assert!(dir.path().join(&listed).is_file(), "a listed file stays");
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 10)]));
+
+    let reader = Lake::open_read_only(config(dir.path())).await.unwrap();
+    assert!(matches!(
+        reader.sweep_orphans(Duration::ZERO).await,
+        Err(StorageError::ReadOnly)
+    ));
+    assert!(matches!(
+        reader.compact(&compact_now(), SystemTime::now()).await,
+        Err(StorageError::ReadOnly)
+    ));
+    lake.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_background_compactor_merges_closed_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.compaction = CompactionPolicy {
+        interval: Some(Duration::from_millis(50)),
+        ..compact_now()
+    };
+    let lake = reopen(&cfg).await;
+    for round in 0..4 {
+        lake.write(spans("p", "a", 0, round * 10, 10)).await.unwrap();
+        lake.flush_all().await.unwrap();
+    }
+    let mut files = lake.snapshot().files.len();
+    for _ in 0..200 {
+        files = lake.snapshot().files.len();
+        if files == 1 && parquet_files(dir.path()).len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(files, 1);
+    assert_eq!(parquet_files(dir.path()).len(), 1, "the removed files are deleted");
+    assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 40)]));
+    lake.shutdown().await.unwrap();
 }
