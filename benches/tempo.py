@@ -12,7 +12,11 @@ times spread over --window (default 1h: every span lies in the searched hour;
 --window 24h spreads the same spans over a day and the search reads its last
 hour). The lake lives in --lake-root under a name made of the parameters
 (traces, seed, window, and LAKE_FORMAT: lakes written before the catalog
-kept attribute value sets are regenerated) and is reused by later runs; its start time is kept in
+kept attribute value sets are regenerated) and is reused by later runs. It is
+then compacted (`lighttrace compact`: the files of every hour that ended 10
+minutes ago merged, as a running server does in the background); --no-compact
+runs on the lake as generated, a copy kept beside it, so both can be timed in
+one session. Its start time is kept in
 `meta.json` next to it, so the searched hour is always the lake's last hour,
 passed explicitly as `start`/`end` (unix seconds), as Grafana does. --clean
 deletes it afterwards.
@@ -86,10 +90,35 @@ LAKE_FORMAT = 2
 
 
 def lake(args):
-    """The lake for these parameters: generated once, then reused. Returns
-    (data dir, meta)."""
-    root = os.path.join(args.lake_root,
-                        f"lighttrace-tempo-t{args.traces}-s{args.seed}-w{args.window}-f{LAKE_FORMAT}")
+    """The lake for these parameters: generated once, then reused; compacted
+    unless --no-compact. Returns (data dir, meta)."""
+    raw_root = os.path.join(args.lake_root,
+                            f"lighttrace-tempo-t{args.traces}-s{args.seed}-w{args.window}-f{LAKE_FORMAT}")
+    data, meta = generated_lake(args, raw_root)
+    if args.no_compact:
+        return data, meta
+    root = raw_root + "-compacted"
+    compacted = os.path.join(root, "lake")
+    meta_path = os.path.join(root, "meta.json")
+    if os.path.exists(meta_path) and os.path.isdir(os.path.join(compacted, "spans")):
+        with open(meta_path) as f:
+            return compacted, json.load(f)
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    shutil.copytree(data, compacted)
+    started = time.time()
+    out = subprocess.run([args.binary, "compact", "--data", compacted, "--json"],
+                         check=True, capture_output=True, text=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    meta = dict(meta, compaction=report, compact_seconds=round(time.time() - started, 1),
+                command=meta["command"] + "; lighttrace compact --data …")
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    return compacted, meta
+
+
+def generated_lake(args, root):
+    """The lake as `lighttrace gen --data` writes it, under `root`."""
     data = os.path.join(root, "lake")
     meta_path = os.path.join(root, "meta.json")
     if os.path.exists(meta_path) and os.path.isdir(os.path.join(data, "spans")):
@@ -189,6 +218,8 @@ def main():
     parser.add_argument("--window", default="1h", help="the lake's time span (gen --window); search: its last hour")
     parser.add_argument("--lake-root", default="/tmp", help="where the parameter-keyed lake is kept")
     parser.add_argument("--clean", action="store_true", help="delete the lake afterwards")
+    parser.add_argument("--no-compact", action="store_true",
+                        help="run on the lake as generated, without `lighttrace compact`")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--only", help="run only the queries containing this text")
     parser.add_argument("--label", default="", help="a note for the results (e.g. the commit)")
@@ -236,7 +267,9 @@ def main():
         f"{time.strftime('%Y-%m-%d %H:%M %Z')}; HEAD {commit}{' ' + args.label if args.label else ''}; "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after",
         f"Lake: {total:,} spans ({in_hour:,} in the searched hour) in {files} Parquet files, "
-        f"{size / 2**20:,.0f} MiB; `{meta['command']}` ({meta['gen_seconds']} s)",
+        f"{size / 2**20:,.0f} MiB; `{meta['command']}` ({meta['gen_seconds']} s"
+        + (f"; compaction {meta['compaction']['files_before']} → {meta['compaction']['files_after']} files "
+           f"in {meta['compact_seconds']} s" if "compaction" in meta else "; not compacted") + ")",
         f"Binary: {args.binary}",
     ]
     if args.metrics:

@@ -8,10 +8,13 @@
 //!   directory (`--data`), as a terminal waterfall or JSON.
 //! * `lighttrace gen`: generates realistic traces from a service topology and
 //!   sends them to a server (`--target`) or writes them into a lake (`--data`).
+//! * `lighttrace compact --data DIR`: merges the small files of closed hours
+//!   (a server does it in the background).
 //!
 //! Exit codes: 0 on success, 1 on an error (the message goes to stderr), 2 on a
 //! usage error.
 
+mod compact;
 mod r#gen;
 mod gen_data;
 mod output;
@@ -53,6 +56,9 @@ enum Command {
     /// Run a named report (latency, bottlenecks, exemplars, errors, n-plus-one,
     /// service-graph); --list describes them.
     Report(report::ReportArgs),
+    /// Merge the small Parquet files of closed hours in a data directory (a
+    /// running server does this in the background).
+    Compact(compact::CompactArgs),
 }
 
 /// mimalloc's `purge_delay` option (the same index in its v2 and v3 enums).
@@ -124,6 +130,14 @@ fn main() -> ExitCode {
         Command::Report(args) => {
             quiet_logging();
             report::run(args)
+        }
+        Command::Compact(args) => {
+            quiet_logging();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(compact::run(args)))
         }
     };
     match result {

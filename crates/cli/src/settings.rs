@@ -24,6 +24,9 @@
 //! flush_partition_bytes = "64MiB"     # … or once it holds this much Arrow data
 //! buffer_max_bytes = "512MiB"         # all buffered data; beyond it ingest answers 503
 //! wal_segment_bytes = "64MiB"         # WAL segment size
+//! compaction_interval = "60s"         # merge closed hours' small files this often ("off": never)
+//! compaction_min_age = "10m"          # … once their hour ended this long ago
+//! compaction_target_rows = 524288     # … into files of at most this many spans
 //! max_body_bytes = "16MiB"            # largest request body on the wire
 //! max_decompressed_bytes = "64MiB"    # largest OTLP body once decompressed
 //! max_inflight_ingest = 32            # ingest requests handled at once; more get 503
@@ -52,6 +55,8 @@ pub const DEFAULT_DATA_DIR: &str = "./lighttrace-data";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
 /// Default `--grpc`.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
+/// Default `--compaction-interval`.
+pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Default `--shutdown-timeout`: the contract is "exit within 30 s of SIGTERM".
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -128,6 +133,21 @@ pub struct ServeArgs {
     /// Start a new WAL segment past this size [default: 64MiB].
     #[arg(long, value_name = "SIZE", env = "LIGHTTRACE_WAL_SEGMENT_BYTES", value_parser = parse_size)]
     pub wal_segment_bytes: Option<u64>,
+
+    /// How often the small files of closed hours are merged (compaction);
+    /// `off`: never [default: 60s].
+    #[arg(long, value_name = "DURATION|off", env = "LIGHTTRACE_COMPACTION_INTERVAL", value_parser = parse_interval)]
+    pub compaction_interval: Option<Interval>,
+
+    /// Compact an hour's files once the hour ended this long ago; later spans of
+    /// it land in new files [default: 10m].
+    #[arg(long, value_name = "DURATION", env = "LIGHTTRACE_COMPACTION_MIN_AGE", value_parser = parse_duration_or_zero)]
+    pub compaction_min_age: Option<Duration>,
+
+    /// Spans per compacted file at most; files of half as many stay as they are
+    /// [default: 524288].
+    #[arg(long, value_name = "N", env = "LIGHTTRACE_COMPACTION_TARGET_ROWS")]
+    pub compaction_target_rows: Option<u64>,
 
     /// Largest request body on the wire, before decompression; larger is 413
     /// [default: 16MiB].
@@ -210,6 +230,14 @@ pub struct FileConfig {
     /// WAL segment size (`--wal-segment-bytes`).
     #[serde(default, deserialize_with = "de_size")]
     pub wal_segment_bytes: Option<u64>,
+    /// Compaction interval or `off` (`--compaction-interval`).
+    #[serde(default, deserialize_with = "de_interval")]
+    pub compaction_interval: Option<Interval>,
+    /// Age of an hour before its files are compacted (`--compaction-min-age`).
+    #[serde(default, deserialize_with = "de_duration_or_zero")]
+    pub compaction_min_age: Option<Duration>,
+    /// Spans per compacted file (`--compaction-target-rows`).
+    pub compaction_target_rows: Option<u64>,
     /// Largest request body on the wire (`--max-body-bytes`).
     #[serde(default, deserialize_with = "de_size")]
     pub max_body_bytes: Option<u64>,
@@ -306,6 +334,20 @@ impl Settings {
         }
         if let Some(bytes) = args.wal_segment_bytes.or(file.wal_segment_bytes) {
             storage.wal_segment_bytes = bytes;
+        }
+        storage.compaction.interval = match args.compaction_interval.or(file.compaction_interval) {
+            None => Some(DEFAULT_COMPACTION_INTERVAL),
+            Some(Interval::Off) => None,
+            Some(Interval::Every(every)) => Some(every),
+        };
+        if let Some(age) = args.compaction_min_age.or(file.compaction_min_age) {
+            storage.compaction.min_age = age;
+        }
+        if let Some(rows) = args.compaction_target_rows.or(file.compaction_target_rows) {
+            if rows < 2 {
+                bail!("compaction_target_rows must be at least 2");
+            }
+            storage.compaction.target_rows = rows;
         }
 
         let mut server = ServerConfig::default();
@@ -450,6 +492,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a positive duration"))
 }
 
+/// A duration that may be zero (`0`, `0s`).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    let number = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    match number.trim().parse::<f64>() {
+        Ok(n) if n == 0.0 => Ok(Duration::ZERO),
+        _ => parse_duration(text),
+    }
+}
+
+/// How often something periodic runs, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Off,
+    Every(Duration),
+}
+
+/// `off`, or a positive duration.
+pub fn parse_interval(text: &str) -> Result<Interval, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(Interval::Off);
+    }
+    parse_duration(text)
+        .map(Interval::Every)
+        .map_err(|e| format!("{e}, or off"))
+}
+
 /// A number or a string, as TOML gives it.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -470,14 +540,35 @@ fn de_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D:
     }
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    use serde::de::Error;
-    let text = match NumberOrText::deserialize(deserializer)? {
+fn de_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(match NumberOrText::deserialize(deserializer)? {
         NumberOrText::Int(n) => n.to_string(),
         NumberOrText::Float(f) => f.to_string(),
         NumberOrText::Text(text) => text,
-    };
-    parse_duration(&text).map(Some).map_err(D::Error::custom)
+    })
+}
+
+fn de_interval<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Interval>, D::Error> {
+    use serde::de::Error;
+    parse_interval(&de_text(deserializer)?)
+        .map(Some)
+        .map_err(D::Error::custom)
+}
+
+fn de_duration_or_zero<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    use serde::de::Error;
+    parse_duration_or_zero(&de_text(deserializer)?)
+        .map(Some)
+        .map_err(D::Error::custom)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    use serde::de::Error;
+    parse_duration(&de_text(deserializer)?)
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 #[cfg(test)]
@@ -525,6 +616,45 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-3s").is_err());
+    }
+
+    #[test]
+    fn compaction_is_on_by_default_and_can_be_turned_off() {
+        let settings = Settings::merge(ServeArgs::default(), FileConfig::default(), None).unwrap();
+        assert_eq!(
+            settings.storage.compaction.interval,
+            Some(DEFAULT_COMPACTION_INTERVAL)
+        );
+        let file: FileConfig = toml::from_str(
+            r#"
+            compaction_interval = "off"
+            compaction_min_age = 0
+            compaction_target_rows = 1000
+            "#,
+        )
+        .unwrap();
+        let settings = Settings::merge(ServeArgs::default(), file.clone(), None).unwrap();
+        assert_eq!(settings.storage.compaction.interval, None);
+        assert_eq!(settings.storage.compaction.min_age, Duration::ZERO);
+        assert_eq!(settings.storage.compaction.target_rows, 1000);
+        let args = ServeArgs {
+            compaction_interval: Some(parse_interval("5m").unwrap()),
+            ..ServeArgs::default()
+        };
+        let settings = Settings::merge(args, file, None).unwrap();
+        assert_eq!(
+            settings.storage.compaction.interval,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_interval("0").unwrap_err().contains("or off"));
+        let args = ServeArgs {
+            compaction_target_rows: Some(1),
+            ..ServeArgs::default()
+        };
+        let err = Settings::merge(args, FileConfig::default(), None).unwrap_err();
+        assert!(err.to_string().contains("compaction_target_rows"), "{err}");
     }
 
     #[test]

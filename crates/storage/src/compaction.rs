@@ -155,13 +155,14 @@ pub fn merge_files(
                 // Ids back to text, `end_time` back: the flush encoder takes
                 // table batches, whatever layout the file was written in.
                 Table::Spans => to_table_batch(&batch)?,
-                _ => RecordBatch::try_new(Arc::clone(&schema), batch.columns().to_vec())
-                    .map_err(|e| {
+                _ => RecordBatch::try_new(Arc::clone(&schema), batch.columns().to_vec()).map_err(
+                    |e| {
                         StorageError::InvalidBatch(format!(
                             "a {} file does not read back as the table: {e}",
                             table.name()
                         ))
-                    })?,
+                    },
+                )?,
             });
         }
     }
@@ -241,7 +242,11 @@ mod tests {
         let now = (HOUR + 5) * NANOS_PER_HOUR;
         assert_eq!(
             paths(&plan(&files, &policy(100), now)),
-            vec![vec!["a/1", "a/2"], vec!["a/3", "a/5", "a/6"], vec!["c/1", "c/2"]]
+            vec![
+                vec!["a/1", "a/2"],
+                vec!["a/3", "a/5", "a/6"],
+                vec!["c/1", "c/2"]
+            ]
         );
     }
 
@@ -251,11 +256,7 @@ mod tests {
         logs.partition.table = Table::Logs;
         let mut other = (*file("o/1", "a", HOUR, 10)).clone();
         other.partition.project = "q".into();
-        let files = [
-            file("a/1", "a", HOUR, 10),
-            Arc::new(logs),
-            Arc::new(other),
-        ];
+        let files = [file("a/1", "a", HOUR, 10), Arc::new(logs), Arc::new(other)];
         assert!(plan(&files, &policy(100), (HOUR + 5) * NANOS_PER_HOUR).is_empty());
     }
 }

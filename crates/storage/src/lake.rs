@@ -821,10 +821,7 @@ impl Lake {
                 }
             }
         };
-        let (version, oldest) = match self
-            .commit_locked(checkpoints, &added, &[], flushed)
-            .await
-        {
+        let (version, oldest) = match self.commit_locked(checkpoints, &added, &[], flushed).await {
             Ok(committed) => committed,
             Err(e) => {
                 // The files stay: a failed PUT may still have stored the commit, which
@@ -975,11 +972,10 @@ impl Lake {
         }
         let options = self.config.parquet.clone();
         let table = key.table;
-        let encoded = tokio::task::spawn_blocking(move || {
-            compaction::merge_files(table, images, &options)
-        })
-        .await
-        .map_err(|e| StorageError::Catalog(format!("compaction task failed: {e}")))??;
+        let encoded =
+            tokio::task::spawn_blocking(move || compaction::merge_files(table, images, &options))
+                .await
+                .map_err(|e| StorageError::Catalog(format!("compaction task failed: {e}")))??;
         let expected: u64 = group.iter().map(|f| f.row_count).sum();
         if encoded.rows != expected {
             return Err(StorageError::Catalog(format!(
@@ -1006,8 +1002,13 @@ impl Lake {
         }
         // On error the new file stays: a failed PUT may still have stored the
         // commit naming it; otherwise the orphan sweep removes it.
-        self.commit_locked(&mut checkpoints, std::slice::from_ref(&merged), &removed, |_| {})
-            .await?;
+        self.commit_locked(
+            &mut checkpoints,
+            std::slice::from_ref(&merged),
+            &removed,
+            |_| {},
+        )
+        .await?;
         drop(checkpoints);
         let since = Instant::now();
         self.retired
@@ -1197,7 +1198,10 @@ const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 async fn compactor_loop(lake: std::sync::Weak<Lake>, interval: Duration, stop: Arc<Notify>) {
     let mut swept = false;
     loop {
-        if tokio::time::timeout(interval, stop.notified()).await.is_ok() {
+        if tokio::time::timeout(interval, stop.notified())
+            .await
+            .is_ok()
+        {
             return;
         }
         let Some(strong) = lake.upgrade() else { return };

@@ -595,15 +595,27 @@ async fn compaction_merges_closed_hours_and_keeps_every_span_once() {
         .await
         .unwrap();
     assert_eq!((report.files_in, report.files_out), (3, 1), "{report:?}");
-    let report = lake.compact(&compact_now(), SystemTime::now()).await.unwrap();
+    let report = lake
+        .compact(&compact_now(), SystemTime::now())
+        .await
+        .unwrap();
     assert_eq!(
-        (report.partitions, report.files_in, report.files_out, report.rows),
+        (
+            report.partitions,
+            report.files_in,
+            report.files_out,
+            report.rows
+        ),
         (1, 3, 1, 21),
         "{report:?}"
     );
     let after = lake.snapshot();
     assert_eq!(after.files.len(), 3);
-    assert_eq!(visible_span_ids(&lake).await, ids, "every span once after the merge");
+    assert_eq!(
+        visible_span_ids(&lake).await,
+        ids,
+        "every span once after the merge"
+    );
     for file in &after.files {
         // The merge keeps the inputs' watermark and rebuilds the trace filter.
         let inputs: Vec<_> = before
@@ -644,10 +656,16 @@ async fn compaction_merges_closed_hours_and_keeps_every_span_once() {
         .map(|f| f.path.clone())
         .collect();
     assert_eq!(removed.len(), 6);
-    let report = lake.compact(&compact_now(), SystemTime::now()).await.unwrap();
+    let report = lake
+        .compact(&compact_now(), SystemTime::now())
+        .await
+        .unwrap();
     assert_eq!((report.files_in, report.files_deleted), (0, 0));
     drop(before);
-    let report = lake.compact(&compact_now(), SystemTime::now()).await.unwrap();
+    let report = lake
+        .compact(&compact_now(), SystemTime::now())
+        .await
+        .unwrap();
     assert_eq!(report.files_deleted, 6, "{report:?}");
     for path in &removed {
         assert!(!dir.path().join(path).exists(), "{path}");
@@ -674,10 +692,16 @@ async fn a_file_no_commit_names_is_swept_once_old_enough() {
     // What a crash between writing a file and committing it leaves behind.
     let stray = "spans/project=p/service=a/date=2025-11-24/hour=16/0000-stray.parquet";
     std::fs::write(dir.path().join(stray), b"PAR1").unwrap();
-    assert_eq!(lake.sweep_orphans(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(
+        lake.sweep_orphans(Duration::from_secs(3600)).await.unwrap(),
+        0
+    );
     assert!(dir.path().join(stray).exists(), "too young to be an orphan");
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(lake.sweep_orphans(Duration::from_millis(10)).await.unwrap(), 1);
+    assert_eq!(
+        lake.sweep_orphans(Duration::from_millis(10)).await.unwrap(),
+        1
+    );
     assert!(!dir.path().join(stray).exists());
     assert!(dir.path().join(&listed).is_file(), "a listed file stays");
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 10)]));
@@ -704,7 +728,9 @@ async fn the_background_compactor_merges_closed_hours() {
     };
     let lake = reopen(&cfg).await;
     for round in 0..4 {
-        lake.write(spans("p", "a", 0, round * 10, 10)).await.unwrap();
+        lake.write(spans("p", "a", 0, round * 10, 10))
+            .await
+            .unwrap();
         lake.flush_all().await.unwrap();
     }
     let mut files = lake.snapshot().files.len();
@@ -716,7 +742,11 @@ async fn the_background_compactor_merges_closed_hours() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(files, 1);
-    assert_eq!(parquet_files(dir.path()).len(), 1, "the removed files are deleted");
+    assert_eq!(
+        parquet_files(dir.path()).len(),
+        1,
+        "the removed files are deleted"
+    );
     assert_eq!(visible_span_ids(&lake).await, expected_ids(&[(0, 40)]));
     lake.shutdown().await.unwrap();
 }
