@@ -247,6 +247,90 @@ async fn logs_and_errors_are_tables_of_their_own() {
     lake.shutdown().await.unwrap();
 }
 
+/// Compaction merges the files of `logs` and `errors` like those of `spans`:
+/// the same rows, read through SQL, and a trace filter that still prunes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_errors_files_are_compacted_like_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(common::storage_config(dir.path())).await.unwrap();
+    for (first, n) in [(0, 20), (20, 30)] {
+        lake.write(rows(Table::Logs, "p1", "checkout", first, n))
+            .await
+            .unwrap();
+        lake.write(rows(Table::Errors, "p1", "checkout", first, 3))
+            .await
+            .unwrap();
+        lake.flush_all().await.unwrap();
+    }
+    assert_eq!(parquet_files_under(dir.path(), "logs").len(), 2);
+    let engine = QueryEngine::new(Arc::clone(&lake), query_config()).unwrap();
+    let all = ProjectScope::All;
+    let answers = || async {
+        let output = engine
+            .sql(
+                "SELECT 'logs', count(*), min(body), max(body), count(DISTINCT trace_id) FROM logs \
+                 UNION ALL SELECT 'errors', count(*), min(trace_id), max(trace_id), \
+                 count(DISTINCT event_id) FROM errors ORDER BY 1",
+                &all,
+            )
+            .await
+            .unwrap();
+        arrow::util::pretty::pretty_format_batches(&output.batches)
+            .unwrap()
+            .to_string()
+    };
+    let before = answers().await;
+    assert_eq!(
+        sql_count(&engine, "SELECT count(*) FROM logs", &all).await,
+        50
+    );
+
+    let policy = lighttrace_storage::CompactionPolicy {
+        min_age: Duration::ZERO,
+        delete_delay: Duration::ZERO,
+        ..Default::default()
+    };
+    let report = lake
+        .compact(&policy, std::time::SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!((report.files_in, report.files_out), (4, 2), "{report:?}");
+    assert_eq!(report.files_deleted, 4, "{report:?}");
+    assert_eq!(parquet_files_under(dir.path(), "logs").len(), 1);
+    assert_eq!(parquet_files_under(dir.path(), "errors").len(), 1);
+    assert_eq!(answers().await, before);
+
+    // The merged file's trace filter knows the traces of both inputs.
+    for (id, expected) in [(trace_id(3), 2), (trace_id(20), 2), (trace_id(999), 0)] {
+        assert_eq!(
+            sql_count(
+                &engine,
+                &format!("SELECT count(*) FROM logs WHERE trace_id = '{id}'"),
+                &all
+            )
+            .await,
+            expected,
+            "{id}"
+        );
+    }
+    let output = engine
+        .sql(
+            &format!(
+                "EXPLAIN ANALYZE SELECT * FROM logs WHERE trace_id = '{}'",
+                trace_id(999)
+            ),
+            &all,
+        )
+        .await
+        .unwrap();
+    let plan = arrow::util::pretty::pretty_format_batches(&output.batches)
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("files=0/1"), "{plan}");
+    drop(engine);
+    lake.shutdown().await.unwrap();
+}
+
 /// A receiver's record that decodes to spans and errors at once (a Sentry
 /// envelope): both are applied, and replayed, together.
 struct SpansAndErrors;
