@@ -1,5 +1,6 @@
 //! [`SpansScanExec`]: the root of every `spans` scan; shows its pruning in `EXPLAIN`.
-//! [`CoveredTimeExec`]: files wholly inside the query's time range, read without its time filters.
+//! [`CoveredExec`]: files whose rows all satisfy some filters (a time range, a
+//! service, a project), read without them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, InListExpr, Literal};
 use datafusion::physical_plan::execution_plan::CardinalityEffect;
 use datafusion::physical_plan::filter_pushdown::{
     ChildFilterDescription, ChildPushdownResult, FilterDescription, FilterPushdownPhase,
@@ -193,64 +194,92 @@ fn one_child(
     Ok((input, properties))
 }
 
-/// A scan of files whose rows all start within `[min_ns, max_ns]`, inside the
-/// query's time range.
+/// A scan of files of which something holds for every row: their start times
+/// lie within `[min_ns, max_ns]`, inside the query's time range, or they are
+/// all of one partition (project, service).
 ///
 /// Time filters (`start_time` compared with constants, and conjunctions of
 /// them) that hold for every time in `[min_ns, max_ns]` hold for every row of
 /// these files, so they are not pushed into the files' scan, which would
 /// decode `start_time` and compare every row for nothing (on the `latency`
-/// report over 10M spans that was a fifth of the query's time). They are
-/// reported to the parent as handled. Every other filter is pushed down as
-/// usual. The scan is split this way only for files wholly inside the range
-/// ([`crate::pruning::ScanConstraints::covers`]); files that straddle one of its
-/// ends are read with the filters.
+/// report over 10M spans that was a fifth of the query's time). Likewise a
+/// partition column compared with its files' one value (`service_name =
+/// 'cart'`, `project IN (…)`): the lake pruned the other partitions already,
+/// and each filter pushed into a scan costs every file it opens the building
+/// of its pruning predicates (a quarter of the exemplar lookup of TraceQL
+/// metrics, `benches/RESULTS.md`). Implied filters are reported to the parent
+/// as handled; every other filter is pushed down as usual. The time part is
+/// set only for files wholly inside the range
+/// ([`crate::pruning::ScanConstraints::covers`]); files that straddle one of
+/// its ends are read with the time filters.
 ///
 /// ```text
-/// CoveredTimeExec: start_time in [1795210380000000000, 1795213979000000000] (time filters hold for every row)
+/// CoveredExec: start_time in [1795210380000000000, 1795213979000000000], service_name = cart (these hold for every row)
 /// ```
 #[derive(Debug, Clone)]
-pub(crate) struct CoveredTimeExec {
+pub(crate) struct CoveredExec {
     input: Arc<dyn ExecutionPlan>,
-    column: &'static str,
-    min_ns: i64,
-    max_ns: i64,
+    /// The time column and the range every row's time lies in.
+    time: Option<(&'static str, i64, i64)>,
+    /// Columns with one value in every row: (column, value).
+    values: Vec<(&'static str, String)>,
     properties: Arc<PlanProperties>,
 }
 
-impl CoveredTimeExec {
-    pub(crate) fn new(
+impl CoveredExec {
+    /// `None` when nothing is covered: the scan is then used as it is.
+    pub(crate) fn wrap(
         input: Arc<dyn ExecutionPlan>,
-        column: &'static str,
-        min_ns: i64,
-        max_ns: i64,
-    ) -> Self {
-        let properties = Arc::clone(input.properties());
-        CoveredTimeExec {
-            input,
-            column,
-            min_ns,
-            max_ns,
-            properties,
+        time: Option<(&'static str, i64, i64)>,
+        values: Vec<(&'static str, String)>,
+    ) -> Arc<dyn ExecutionPlan> {
+        if time.is_none() && values.is_empty() {
+            return input;
         }
+        let properties = Arc::clone(input.properties());
+        Arc::new(CoveredExec {
+            input,
+            time,
+            values,
+            properties,
+        })
     }
 
-    /// True if `filter` holds for every row whose time is in `[min_ns, max_ns]`.
+    /// True if `filter` holds for every row of the files.
     ///
-    /// Only comparisons of the time column with a constant and their
-    /// conjunctions are recognized: each holds on a ray, a conjunction on an
-    /// interval, so holding at both ends means holding everywhere between.
-    /// Anything else is `false` (and simply pushed down).
+    /// Recognized: comparisons of the time column with a constant (each holds
+    /// on a ray, a conjunction on an interval, so holding at both ends means
+    /// holding everywhere between), a covered column `= 'value'` or `IN (…,
+    /// 'value', …)`, and conjunctions of these. Anything else is `false` (and
+    /// simply pushed down).
     fn implied(&self, filter: &Arc<dyn PhysicalExpr>) -> bool {
+        if let Some(list) = filter.downcast_ref::<InListExpr>() {
+            return !list.negated()
+                && self
+                    .value_of(list.expr())
+                    .is_some_and(|value| list.list().iter().any(|item| text(item) == Some(value)));
+        }
         let Some(binary) = filter.downcast_ref::<BinaryExpr>() else {
             return false;
         };
         if *binary.op() == Operator::And {
             return self.implied(binary.left()) && self.implied(binary.right());
         }
+        if *binary.op() == Operator::Eq {
+            let equal = |column: &Arc<dyn PhysicalExpr>, literal: &Arc<dyn PhysicalExpr>| {
+                self.value_of(column)
+                    .is_some_and(|value| text(literal) == Some(value))
+            };
+            if equal(binary.left(), binary.right()) || equal(binary.right(), binary.left()) {
+                return true;
+            }
+        }
+        let Some((column, min_ns, max_ns)) = self.time else {
+            return false;
+        };
         let time = |expr: &Arc<dyn PhysicalExpr>| {
             expr.downcast_ref::<Column>()
-                .is_some_and(|c| c.name() == self.column)
+                .is_some_and(|c| c.name() == column)
         };
         let constant =
             |expr: &Arc<dyn PhysicalExpr>| match expr.downcast_ref::<Literal>().map(Literal::value)
@@ -273,33 +302,63 @@ impl CoveredTimeExec {
             return false;
         };
         match op {
-            Operator::Gt => self.min_ns > value,
-            Operator::GtEq => self.min_ns >= value,
-            Operator::Lt => self.max_ns < value,
-            Operator::LtEq => self.max_ns <= value,
+            Operator::Gt => min_ns > value,
+            Operator::GtEq => min_ns >= value,
+            Operator::Lt => max_ns < value,
+            Operator::LtEq => max_ns <= value,
             _ => false,
         }
     }
+
+    /// The one value of a covered column, if `expr` is one.
+    fn value_of(&self, expr: &Arc<dyn PhysicalExpr>) -> Option<&str> {
+        let column = expr.downcast_ref::<Column>()?;
+        self.values
+            .iter()
+            .find(|(name, _)| *name == column.name())
+            .map(|(_, value)| value.as_str())
+    }
 }
 
-impl DisplayAs for CoveredTimeExec {
+/// The text of a string literal.
+fn text(expr: &Arc<dyn PhysicalExpr>) -> Option<&str> {
+    match expr.downcast_ref::<Literal>()?.value() {
+        ScalarValue::Utf8(Some(v))
+        | ScalarValue::Utf8View(Some(v))
+        | ScalarValue::LargeUtf8(Some(v)) => Some(v.as_str()),
+        _ => None,
+    }
+}
+
+impl CoveredExec {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some((column, min_ns, max_ns)) = self.time {
+            parts.push(format!("{column} in [{min_ns}, {max_ns}]"));
+        }
+        for (column, value) in &self.values {
+            parts.push(format!("{column} = {value}"));
+        }
+        parts.join(", ")
+    }
+}
+
+impl DisplayAs for CoveredExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match t {
-            DisplayFormatType::TreeRender => {
-                writeln!(f, "{} in [{}, {}]", self.column, self.min_ns, self.max_ns)
-            }
+            DisplayFormatType::TreeRender => writeln!(f, "{}", self.describe()),
             _ => write!(
                 f,
-                "CoveredTimeExec: {} in [{}, {}] (time filters hold for every row)",
-                self.column, self.min_ns, self.max_ns
+                "CoveredExec: {} (these hold for every row)",
+                self.describe()
             ),
         }
     }
 }
 
-impl ExecutionPlan for CoveredTimeExec {
+impl ExecutionPlan for CoveredExec {
     fn name(&self) -> &str {
-        "CoveredTimeExec"
+        "CoveredExec"
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -326,9 +385,9 @@ impl ExecutionPlan for CoveredTimeExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut next = CoveredTimeExec::clone(&self);
+        let mut next = CoveredExec::clone(&self);
         (next.input, next.properties) =
-            one_child("CoveredTimeExec", children, &self.properties, options)?;
+            one_child("CoveredExec", children, &self.properties, options)?;
         Ok(Arc::new(next))
     }
 

@@ -716,7 +716,7 @@ async fn attach_exemplars(
     let points: Option<Vec<(&Candidate, i64)>> =
         chosen.iter().map(|c| Some((c, c.start?))).collect();
     let conditions = if let Some(points) = points {
-        point_conditions(&points, keys, &exemplar_key, &mut params)
+        point_conditions(&points, keys, &mut params)
     } else {
         step_conditions(request, &chosen, &exemplar_key, &mut params)
     };
@@ -800,16 +800,18 @@ async fn attach_exemplars(
 }
 
 /// The conditions that find the spans of candidates whose starts are known:
-/// one branch per group key (a service), with that key, the candidates'
-/// starts and their key values. The lake prunes a branch's files to those of
-/// its service that hold one of its starts ([`crate::pruning`]), so the
-/// lookup opens a few files per series instead of the whole range; in those,
-/// the Parquet reader tests the starts first, one column, before it decodes
-/// anything else.
+/// one branch per group key (a service), with that key and the candidates'
+/// starts. The lake prunes a branch's files to those of its service that hold
+/// one of its starts ([`crate::pruning`]), so the lookup opens a few files per
+/// series instead of the whole range; in those, the Parquet reader tests the
+/// starts first, one column, before it decodes anything else. The key values
+/// are not part of the filter: a start in nanoseconds nearly always names one
+/// span, the rows found are matched to candidates by value anyway, and each
+/// further list in the predicate cost every opened file its pruning work
+/// (`benches/RESULTS.md`: a quarter of the lookup).
 fn point_conditions(
     points: &[(&Candidate, i64)],
     keys: &[String],
-    exemplar_key: &str,
     params: &mut HashMap<String, ScalarValue>,
 ) -> Vec<String> {
     let mut by_key: BTreeMap<&GroupKey, Vec<(&Candidate, i64)>> = BTreeMap::new();
@@ -832,21 +834,24 @@ fn point_conditions(
                 None => conditions.push_str(&format!(" AND {sql} IS NULL")),
             }
         }
-        let (mut starts, mut values) = (Vec::new(), Vec::new());
-        for (i, (candidate, start)) in candidates.into_iter().enumerate() {
-            let (t, x) = (format!("e{branch}_t{i}"), format!("e{branch}_x{i}"));
-            params.insert(
-                t.clone(),
-                ScalarValue::TimestampNanosecond(Some(start), Some("UTC".into())),
-            );
-            params.insert(x.clone(), candidate.value.clone());
-            starts.push(format!("${t}"));
-            values.push(format!("${x}"));
-        }
+        let mut starts: Vec<i64> = candidates.iter().map(|&(_, start)| start).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        let starts: Vec<String> = starts
+            .into_iter()
+            .enumerate()
+            .map(|(i, start)| {
+                let t = format!("e{branch}_t{i}");
+                params.insert(
+                    t.clone(),
+                    ScalarValue::TimestampNanosecond(Some(start), Some("UTC".into())),
+                );
+                format!("${t}")
+            })
+            .collect();
         branches.push(format!(
-            "{conditions} AND s.start_time IN ({}) AND {exemplar_key} IN ({})",
-            starts.join(", "),
-            values.join(", ")
+            "{conditions} AND s.start_time IN ({})",
+            starts.join(", ")
         ));
     }
     branches

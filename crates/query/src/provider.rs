@@ -33,7 +33,7 @@ use lighttrace_storage::{BufferedPartition, FileEntry, Lake, LakeSnapshot, Table
 
 use crate::ProjectScope;
 use crate::attribute_pruning::AttributePruner;
-use crate::exec::{CoveredTimeExec, SpansScanExec};
+use crate::exec::{CoveredExec, SpansScanExec};
 use crate::layout::SpansFileAdapterFactory;
 use crate::pruning::{PruneReason, PruningStats, ScanConstraints};
 
@@ -210,6 +210,25 @@ impl LakeTableProvider {
                 .with_limit(limit);
         Ok(DataSourceExec::from_data_source(source))
     }
+}
+
+/// The partition columns whose value is the same in every one of `files`
+/// (each row of a file has its partition's project and service). An empty
+/// value is left out: a null column value is stored in that partition too.
+fn shared_partition(files: &[Arc<FileEntry>]) -> Vec<(&'static str, String)> {
+    let Some(first) = files.first() else {
+        return Vec::new();
+    };
+    let mut shared = Vec::new();
+    let project = &first.partition.project;
+    if !project.is_empty() && files.iter().all(|f| f.partition.project == *project) {
+        shared.push((columns::PROJECT, project.to_string()));
+    }
+    let service = &first.partition.service;
+    if !service.is_empty() && files.iter().all(|f| f.partition.service == *service) {
+        shared.push((columns::SERVICE_NAME, service.to_string()));
+    }
+    shared
 }
 
 /// Splits files into at most `target` groups of similar byte size; files of one
@@ -434,18 +453,15 @@ impl TableProvider for LakeTableProvider {
         let source_limit = if scoped.is_some() { None } else { limit };
 
         // Files wholly inside the query's time range are read without its time
-        // filters, the others with them.
+        // filters, the others with them; filters on the partition values all
+        // files share are not pushed into either.
         let (covered, files): (Vec<_>, Vec<_>) = files
             .into_iter()
             .partition(|f| constraints.covers(f.min_start_ns, f.max_start_ns));
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {
-            inputs.push(self.parquet_exec(
-                state,
-                &files,
-                inner_projection.clone(),
-                source_limit,
-            )?);
+            let scan = self.parquet_exec(state, &files, inner_projection.clone(), source_limit)?;
+            inputs.push(CoveredExec::wrap(scan, None, shared_partition(&files)));
         }
         if let (Some(min_ns), Some(max_ns)) = (
             covered.iter().map(|f| f.min_start_ns).min(),
@@ -453,12 +469,11 @@ impl TableProvider for LakeTableProvider {
         ) {
             let scan =
                 self.parquet_exec(state, &covered, inner_projection.clone(), source_limit)?;
-            inputs.push(Arc::new(CoveredTimeExec::new(
+            inputs.push(CoveredExec::wrap(
                 scan,
-                self.table.time_column(),
-                min_ns,
-                max_ns,
-            )));
+                Some((self.table.time_column(), min_ns, max_ns)),
+                shared_partition(&covered),
+            ));
         }
         if !buffered.is_empty() {
             inputs.push(self.buffered_exec(

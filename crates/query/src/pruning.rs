@@ -244,7 +244,7 @@ impl ScanConstraints {
 
     /// True if the query has a time range and `[min_ns, max_ns]` lies wholly
     /// inside it: a file of such start times is read without the time filters
-    /// ([`crate::exec::CoveredTimeExec`], which checks the filters themselves).
+    /// ([`crate::exec::CoveredExec`], which checks the filters themselves).
     pub fn covers(&self, min_ns: i64, max_ns: i64) -> bool {
         let (start_min_ns, start_max_ns) = (self.hull.start_min_ns, self.hull.start_max_ns);
         (start_min_ns.is_some() || start_max_ns.is_some())

@@ -196,7 +196,7 @@ async fn partition_columns_are_constants_of_each_file() {
 }
 
 /// Files wholly inside the query's time range are read without its time
-/// filters (`CoveredTimeExec`); files that straddle an end of it, and buffered
+/// filters (`CoveredExec`); files that straddle an end of it, and buffered
 /// spans, with them. Every range counts the same spans as the same filter
 /// written so that neither the pruning nor the scan recognizes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +238,7 @@ async fn files_inside_the_time_range_are_read_without_the_time_filters() {
     };
     // Every file inside: one scan, without the time filter.
     let plan = explained(query.replace("{}", ranges[0])).await;
-    assert!(plan.contains("CoveredTimeExec: start_time in ["), "{plan}");
+    assert!(plan.contains("CoveredExec: start_time in ["), "{plan}");
     let parquet: Vec<&str> = plan
         .lines()
         .filter(|line| line.contains("file_type=parquet"))
@@ -257,6 +257,69 @@ async fn files_inside_the_time_range_are_read_without_the_time_filters() {
         1,
         "{plan}"
     );
+    lake.shutdown().await.unwrap();
+}
+
+/// Files of one project or service are read without filters on that value
+/// (`CoveredExec`): the lake pruned the other partitions, and the answers are
+/// those of the same filters written so that neither recognizes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_on_the_partition_of_every_file_are_not_pushed_into_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = common::fixture_lake(dir.path()).await;
+    let engine = QueryEngine::new(Arc::clone(&lake), config()).unwrap();
+    let filters = [
+        "service_name = 'cart'",
+        "'cart' = service_name AND project = 'acme'",
+        "service_name IN ('cart', 'nothing')",
+        "service_name = 'cart' AND name <> 'x'",
+        "service_name IN ('cart', 'payments')",
+        "project = 'globex'",
+        "service_name = ''",
+    ];
+    let query = "SELECT service_name, count(*), sum(duration_ns), min(start_time) \
+                 FROM spans WHERE {} GROUP BY 1 ORDER BY 1";
+    for filter in filters {
+        let hidden = filter
+            .replace("service_name", "(service_name || '')")
+            .replace("project", "(project || '')");
+        assert_eq!(
+            rows(&engine, &query.replace("{}", filter)).await,
+            rows(&engine, &query.replace("{}", &hidden)).await,
+            "{filter}"
+        );
+    }
+    let parquet_predicates = |sql: String| {
+        let engine = &engine;
+        async move {
+            let plan = engine
+                .sql(&format!("EXPLAIN {sql}"), &ProjectScope::All)
+                .await
+                .unwrap()
+                .explain_text();
+            let scans: Vec<String> = plan
+                .lines()
+                .filter(|line| line.contains("file_type=parquet"))
+                .map(str::to_owned)
+                .collect();
+            (plan, scans)
+        }
+    };
+    let (plan, scans) = parquet_predicates(query.replace("{}", filters[0])).await;
+    assert!(plan.contains("service_name = cart"), "{plan}");
+    assert!(!scans.is_empty(), "{plan}");
+    assert!(scans.iter().all(|s| !s.contains("service_name@")), "{plan}");
+    // Another filter beside it is still pushed down.
+    let (plan, scans) = parquet_predicates(query.replace("{}", filters[3])).await;
+    assert!(
+        scans
+            .iter()
+            .all(|s| !s.contains("service_name@") && s.contains("name@")),
+        "{plan}"
+    );
+    // Two services: the filter is the scan's to check.
+    let (plan, scans) = parquet_predicates(query.replace("{}", filters[4])).await;
+    assert!(scans.iter().any(|s| s.contains("service_name@")), "{plan}");
     lake.shutdown().await.unwrap();
 }
 

@@ -252,7 +252,9 @@ async fn logs_and_errors_are_tables_of_their_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_and_errors_files_are_compacted_like_spans() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(common::storage_config(dir.path())).await.unwrap();
+    let lake = Lake::open(common::storage_config(dir.path()))
+        .await
+        .unwrap();
     for (first, n) in [(0, 20), (20, 30)] {
         lake.write(rows(Table::Logs, "p1", "checkout", first, n))
             .await
