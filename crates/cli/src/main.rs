@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server: OTLP/HTTP on /v1/traces, SQL on /api/v1/sql.
-    Serve(settings::ServeArgs),
+    Serve(Box<settings::ServeArgs>),
     /// Run one SQL query against a server or a data directory and print the result.
     Sql(sql::SqlArgs),
     /// Generate traces from a service topology into a server or a data directory.
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Sql(args) => {
             quiet_logging();
             sql::run(args)

@@ -498,7 +498,7 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
         .trim()
         .trim_end_matches(|c: char| c.is_ascii_alphabetic());
     match number.trim().parse::<f64>() {
-        Ok(n) if n == 0.0 => Ok(Duration::ZERO),
+        Ok(0.0) => Ok(Duration::ZERO),
         _ => parse_duration(text),
     }
 }
