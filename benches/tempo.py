@@ -288,8 +288,14 @@ def main():
                 f"{r['cold'] * 1000:,.0f} ms | **{r['p50'] * 1000:,.1f} ms** | {r['p99'] * 1000:,.1f} ms | "
                 f"{r['cpu'] * 1000:,.0f} ms | {r['rss'] / 2**20:,.0f} / {r['peak'] / 2**20:,.0f} MiB | "
                 f"`{r['digest']}` |")
-        target, limit_s = "quantile_over_time ≤ 200 ms warm (p50)", 0.200
-        judged = [r for r in results if "quantile_over_time" in r["q"]]
+        # Issue 5's target names one query: quantiles of every span, by service.
+        target, limit_s = "`{} | quantile_over_time(…) by (resource.service.name)` ≤ 200 ms warm (p50)", 0.200
+        judged = [r for r in results if r["q"] == METRICS_QUERIES[0][0]]
+        over = [r for r in results if "quantile_over_time" in r["q"] and r["p50"] > limit_s and r not in judged]
+        if over:
+            lines.append("")
+            lines.append("Other quantile queries above 200 ms: " +
+                         ", ".join(f"`{r['q']}` {r['p50'] * 1000:,.1f} ms" for r in over) + ".")
     else:
         lines += [
             f"Search: `start={start}&end={end}` (the lake's last hour), {args.runs} warm runs per query "
