@@ -98,13 +98,9 @@ def lake(args):
     if args.no_compact:
         return data, meta
     root = raw_root + "-compacted"
-    compacted = os.path.join(root, "lake")
-    meta_path = os.path.join(root, "meta.json")
-    if os.path.exists(meta_path) and os.path.isdir(os.path.join(compacted, "spans")):
-        with open(meta_path) as f:
-            return compacted, json.load(f)
-    shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(root)
+    compacted, meta_path, kept = kept_lake(root)
+    if kept:
+        return compacted, kept
     shutil.copytree(data, compacted)
     started = time.time()
     out = subprocess.run([args.binary, "compact", "--data", compacted, "--json"],
@@ -117,15 +113,24 @@ def lake(args):
     return compacted, meta
 
 
-def generated_lake(args, root):
-    """The lake as `lighttrace gen --data` writes it, under `root`."""
+def kept_lake(root):
+    """(lake dir, meta path, meta) under `root`: meta is None (and `root`
+    emptied for a new lake) unless a finished lake is kept there."""
     data = os.path.join(root, "lake")
     meta_path = os.path.join(root, "meta.json")
     if os.path.exists(meta_path) and os.path.isdir(os.path.join(data, "spans")):
         with open(meta_path) as f:
-            return data, json.load(f)
+            return data, meta_path, json.load(f)
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
+    return data, meta_path, None
+
+
+def generated_lake(args, root):
+    """The lake as `lighttrace gen --data` writes it, under `root`."""
+    data, meta_path, kept = kept_lake(root)
+    if kept:
+        return data, kept
     window = window_seconds(args.window)
     # Whole minutes, ending about now.
     start = (int(time.time()) - window) // 60 * 60
