@@ -18,11 +18,11 @@ pub struct CompactArgs {
 
     /// The object store holding the lake's Parquet files, when the server runs
     /// with --store.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "LIGHTTRACE_STORE")]
     pub store: Option<String>,
 
     /// Compact an hour's files once the hour ended this long ago; `0` compacts
-    /// every hour, the current one too.
+    /// every hour that has ended.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_or_zero)]
     pub min_age: Duration,
 
@@ -66,6 +66,18 @@ pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
             other.with_context(|| format!("cannot open the lake in {}", args.data.display()))?
         }
     };
+    // Spans the WAL holds and no file does yet belong to a server's next start:
+    // flushing them here would put them wherever this command was pointed
+    // (a wrong --store would hide them from the server) and trim the WAL.
+    let unflushed = lake.stats().buffered_rows;
+    if unflushed > 0 {
+        bail!(
+            "the WAL in {} holds {unflushed} spans that are in no file yet: start the server \
+             on this directory (with its --store) to flush them, or check --store; nothing \
+             was changed",
+            args.data.display()
+        );
+    }
     let policy = CompactionPolicy {
         min_age: args.min_age,
         target_rows: args.target_rows,

@@ -121,7 +121,7 @@ fn compact_merges_closed_hours_and_every_answer_stays_the_same() {
     assert_eq!(parquet_files(&data).len(), files_after);
 
     // A running server owns the lake: the command says so and changes nothing.
-    let server = TestServer::builder().data_dir(&data).start();
+    let mut server = TestServer::builder().data_dir(&data).start();
     let output = Command::new(LIGHTTRACE)
         .args(["compact", "--data"])
         .arg(&data)
@@ -130,8 +130,30 @@ fn compact_merges_closed_hours_and_every_answer_stays_the_same() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("running server"), "{stderr}");
+    let total = server.query_i64("SELECT count(*) FROM spans");
     assert_eq!(
-        server.query_i64("SELECT count(*) FROM spans").to_string(),
+        total.to_string(),
         before[0].lines().nth(1).unwrap().split(',').next().unwrap()
     );
+
+    // Spans only the WAL holds (the server was killed before flushing them)
+    // are the server's to flush: the command refuses and changes nothing.
+    let (request, _) = trace_request("late", 7, 1, 4, now_ns());
+    assert_eq!(server.post_otlp(&request).unwrap().status, 200);
+    server.kill_9();
+    let files = parquet_files(&data);
+    let output = Command::new(LIGHTTRACE)
+        .args(["compact", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("4 spans that are in no file yet"),
+        "{stderr}"
+    );
+    assert_eq!(parquet_files(&data), files);
+    let server = TestServer::builder().data_dir(&data).start();
+    assert_eq!(server.query_i64("SELECT count(*) FROM spans"), total + 4);
 }

@@ -1,6 +1,6 @@
 //! [`SpansScanExec`]: the root of every `spans` scan; shows its pruning in `EXPLAIN`.
 //! [`CoveredExec`]: files whose rows all satisfy some filters (a time range, a
-//! service, a project), read without them.
+//! service), read without them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -196,7 +196,7 @@ fn one_child(
 
 /// A scan of files of which something holds for every row: their start times
 /// lie within `[min_ns, max_ns]`, inside the query's time range, or they are
-/// all of one partition (project, service).
+/// all of one service.
 ///
 /// Time filters (`start_time` compared with constants, and conjunctions of
 /// them) that hold for every time in `[min_ns, max_ns]` hold for every row of
@@ -204,7 +204,7 @@ fn one_child(
 /// decode `start_time` and compare every row for nothing (on the `latency`
 /// report over 10M spans that was a fifth of the query's time). Likewise a
 /// partition column compared with its files' one value (`service_name =
-/// 'cart'`, `project IN (…)`): the lake pruned the other partitions already,
+/// 'cart'`, `service_name IN (…)`): the lake pruned the other partitions already,
 /// and each filter pushed into a scan costs every file it opens the building
 /// of its pruning predicates (a quarter of the exemplar lookup of TraceQL
 /// metrics, `benches/RESULTS.md`). Implied filters are reported to the parent

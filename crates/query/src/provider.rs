@@ -213,17 +213,15 @@ impl LakeTableProvider {
 }
 
 /// The partition columns whose value is the same in every one of `files`
-/// (each row of a file has its partition's project and service). An empty
-/// value is left out: a null column value is stored in that partition too.
+/// (each row of a file has its partition's service). An empty value is left
+/// out: a null column value is stored in that partition too. `project` is
+/// never left out of a scan: the scope filter on it is checked on every row,
+/// whatever the catalog says about the files.
 fn shared_partition(files: &[Arc<FileEntry>]) -> Vec<(&'static str, String)> {
     let Some(first) = files.first() else {
         return Vec::new();
     };
     let mut shared = Vec::new();
-    let project = &first.partition.project;
-    if !project.is_empty() && files.iter().all(|f| f.partition.project == *project) {
-        shared.push((columns::PROJECT, project.to_string()));
-    }
     let service = &first.partition.service;
     if !service.is_empty() && files.iter().all(|f| f.partition.service == *service) {
         shared.push((columns::SERVICE_NAME, service.to_string()));

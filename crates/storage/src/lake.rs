@@ -1001,23 +1001,26 @@ impl Lake {
             )));
         }
         // On error the new file stays: a failed PUT may still have stored the
-        // commit naming it; otherwise the orphan sweep removes it.
+        // commit naming it; otherwise the orphan sweep removes it. The inputs
+        // become retired in the critical section that removes them from the
+        // catalog, so the sweep always finds them in one of the two.
+        let retire = |_: &mut State| {
+            let since = Instant::now();
+            self.retired
+                .lock()
+                .expect("retired lock")
+                .extend(group.iter().map(|file| Retired {
+                    file: Arc::clone(file),
+                    since,
+                }));
+        };
         self.commit_locked(
             &mut checkpoints,
             std::slice::from_ref(&merged),
             &removed,
-            |_| {},
+            retire,
         )
         .await?;
-        drop(checkpoints);
-        let since = Instant::now();
-        self.retired
-            .lock()
-            .expect("retired lock")
-            .extend(group.iter().map(|file| Retired {
-                file: Arc::clone(file),
-                since,
-            }));
         Ok(merged)
     }
 
@@ -1070,6 +1073,9 @@ impl Lake {
             let mut orphans = Vec::new();
             let mut listing = self.store.list(Some(&prefix));
             while let Some(meta) = listing.next().await {
+                if self.shutting_down.load(Ordering::Acquire) {
+                    return Ok(deleted);
+                }
                 let meta = meta?;
                 if meta.location.extension() == Some("parquet") && meta.last_modified <= cutoff {
                     orphans.push(meta.location);
@@ -1196,6 +1202,7 @@ async fn flusher_loop(lake: std::sync::Weak<Lake>) {
 const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 
 async fn compactor_loop(lake: std::sync::Weak<Lake>, interval: Duration, stop: Arc<Notify>) {
+    let started = Instant::now();
     let mut swept = false;
     loop {
         if tokio::time::timeout(interval, stop.notified())
@@ -1212,8 +1219,10 @@ async fn compactor_loop(lake: std::sync::Weak<Lake>, interval: Duration, stop: A
         if let Err(e) = strong.compact(&policy, SystemTime::now()).await {
             tracing::warn!(error = %e, "background compaction failed");
         }
-        // Once per process: what a crash left behind.
-        if !swept {
+        // Once per process: what a crash left behind. Files an earlier
+        // process removed are in no catalog either, and readers of that
+        // catalog get their delay: the sweep waits for it after the start.
+        if !swept && started.elapsed() >= policy.delete_delay {
             swept = true;
             match strong.sweep_orphans(ORPHAN_MIN_AGE).await {
                 Ok(0) => {}
