@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use lighttrace_storage::compaction::ORPHAN_MIN_AGE;
 use lighttrace_storage::{CompactionPolicy, Lake, StorageConfig, StorageError, StoreLocation};
 
 use crate::settings::{DEFAULT_DATA_DIR, parse_duration_or_zero};
@@ -41,10 +42,6 @@ pub struct CompactArgs {
     #[arg(long)]
     pub json: bool,
 }
-
-/// Files no catalog version lists are deleted once this old (a flush or merge
-/// that crashed before its commit left them).
-const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 
 pub async fn run(args: CompactArgs) -> anyhow::Result<()> {
     if !args.data.is_dir() {

@@ -41,6 +41,12 @@ use crate::layout::to_table_batch;
 use crate::partition::PartitionKey;
 use crate::table::Table;
 
+/// How old a file no catalog version lists must be before
+/// [`Lake::sweep_orphans`](crate::Lake::sweep_orphans) is asked to delete it
+/// (by the server's compactor and `lighttrace compact`): far beyond any flush's
+/// or merge's write-to-commit time.
+pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
+
 /// When and how far files are merged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactionPolicy {

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::buffer::{Buffered, MemoryCharge, PartitionBuffer};
 use crate::catalog::{CHECKPOINT_INTERVAL, CatalogState, CatalogStore, FileEntry};
-use crate::compaction::{self, CompactionPolicy, CompactionReport};
+use crate::compaction::{self, CompactionPolicy, CompactionReport, ORPHAN_MIN_AGE};
 use crate::config::{StorageConfig, build_store, local_root, sync_local};
 use crate::error::{Result, StorageError};
 use crate::flush::{EncodedFile, encode_table_partition};
@@ -1196,10 +1196,6 @@ async fn flusher_loop(lake: std::sync::Weak<Lake>) {
         let _ = tokio::time::timeout(wait, wanted.notified()).await;
     }
 }
-
-/// How old an uncatalogued file must be before the background compactor's
-/// sweep deletes it: far beyond any flush's write-to-commit time.
-const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 
 async fn compactor_loop(lake: std::sync::Weak<Lake>, interval: Duration, stop: Arc<Notify>) {
     let started = Instant::now();
